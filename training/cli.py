@@ -1,0 +1,209 @@
+"""Command line: `python -m training {train,compare,zoo}`.
+
+    python -m training train --arch custom2 --dataset mnist
+    python -m training train --arch mlp --dataset mnist --quick --output-dir /tmp/store
+    python -m training compare --dataset mnist
+    python -m training zoo --only 'mnist/*'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import json
+import logging
+import shlex
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.architectures import ARCHITECTURES, Recipe
+from training.config import PROJECT_ROOT, get_settings
+
+logger = logging.getLogger("training")
+
+ZOO_FILE = PROJECT_ROOT / "training" / "zoo.toml"
+
+
+def _class_weight(value: str) -> str | dict[int, float]:
+    """Parse `--class-weight`: `balanced` or a JSON object {class index: weight}."""
+    if value == "balanced":
+        return value
+    try:
+        return {int(key): float(weight) for key, weight in json.loads(value).items()}
+    except (ValueError, AttributeError) as error:
+        raise argparse.ArgumentTypeError(f"expected 'balanced' or a JSON object, got {value!r}") from error
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `train`; recipe flags default to None, meaning the architecture's recipe."""
+    settings = get_settings()
+    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    parser.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, cifar10 or folder:PATH")
+    parser.add_argument("--data-dir", type=Path, default=settings.data_dir, help="default: $DATA_DIR")
+    parser.add_argument("--output-dir", type=Path, default=settings.models_dir, help="model store root")
+    parser.add_argument("--run-dir", type=Path, help="checkpoints and epoch log (default runs/<dataset>-<arch>)")
+    parser.add_argument("--version", type=int, help="version folder (default: next free)")
+    parser.add_argument("--force", action="store_true", help="replace an existing version")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="512 train / 256 test images, one epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from the last backed-up epoch")
+    parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument("--class-weight", type=_class_weight, help="'balanced' or JSON {index: weight}")
+    recipe = parser.add_argument_group("recipe overrides (default: the architecture's recipe)")
+    recipe.add_argument("--optimizer", choices=["adam", "sgd"])
+    recipe.add_argument("--learning-rate", type=float)
+    recipe.add_argument("--momentum", type=float)
+    recipe.add_argument("--epochs", type=int)
+    recipe.add_argument("--batch-size", type=int)
+    recipe.add_argument("--validation-split", type=float)
+    recipe.add_argument("--lr-schedule", choices=["plateau", "exponential", "none"])
+    recipe.add_argument("--decay-epochs", type=float, help="exponential schedule: epochs per decay")
+    recipe.add_argument("--decay-rate", type=float, help="exponential schedule: factor per decay")
+    recipe.add_argument("--patience", type=int, help="early stopping patience; 0 disables it")
+    recipe.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    recipe.add_argument("--dropout", type=float, help="dropout rate, where the architecture has one")
+    recipe.add_argument("--l2", type=float, help="L2 weight, where the architecture has one")
+
+
+def resolve_recipe(arch: str, overrides: dict[str, Any]) -> Recipe:
+    """The architecture's recipe with every non-None override applied.
+
+    Args:
+        arch: Architecture name.
+        overrides: Parsed flags or zoo-file keys (`epochs`, `batch_size`, `patience`, ...).
+    """
+    recipe = ARCHITECTURES[arch].recipe
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    changes = {key: value for key, value in overrides.items() if key in fields and value is not None}
+    if overrides.get("patience") is not None:
+        changes["early_stopping_patience"] = overrides["patience"] or None
+    options = dict(recipe.options)
+    for option in ("dropout", "l2"):
+        if overrides.get(option) is not None:
+            options[option] = overrides[option]
+    return dataclasses.replace(recipe, **changes, options=options)
+
+
+def run_training(args: argparse.Namespace, command: str) -> Path:
+    """Load the data, train, evaluate and export one model; return its version folder."""
+    from training.datasets import load_dataset
+    from training.export import export_model, next_version
+    from training.train import TrainConfig, train
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    class_weight = args.class_weight
+    if class_weight == "balanced":
+        counts = [int((dataset.y_train == index).sum()) for index in range(dataset.num_classes)]
+        total = sum(counts)
+        class_weight = {index: total / (len(counts) * count) for index, count in enumerate(counts) if count}
+    config = TrainConfig(
+        arch=args.arch,
+        recipe=resolve_recipe(args.arch, vars(args)),
+        seed=args.seed,
+        run_dir=args.run_dir or get_settings().runs_dir / f"{dataset.name}-{args.arch}",
+        resume=args.resume,
+        class_weight=class_weight,
+        steps_per_execution=args.steps_per_execution,
+        quick=args.quick,
+    )
+    version = args.version or next_version(args.output_dir, dataset.name, args.arch)
+    logger.info("training %s on %s (%s) -> version %d", args.arch, dataset.name, dataset.source, version)
+    result = train(dataset, config)
+    target = export_model(
+        result, dataset, config, store_dir=args.output_dir, version=version, command=command, force=args.force
+    )
+    test = result.metrics["test"]
+    print(f"exported {target}: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
+    return target
+
+
+def read_store(store_dir: Path, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Metadata of the newest version of every model in the store, optionally of one dataset."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(store_dir.glob("*/*/*/metadata.json")):
+        metadata = json.loads(path.read_text())
+        key = (metadata["dataset"], metadata["arch"])
+        if dataset and key[0] != dataset:
+            continue
+        if key not in newest or metadata["version"] > newest[key]["version"]:
+            newest[key] = metadata
+    return list(newest.values())
+
+
+def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
+    """Print models sorted by test accuracy with losses, accuracies, size and training time."""
+    header = (
+        f"{'dataset':<14}{'model':<14}{'v':>3}{'params':>12}"
+        f"{'train acc':>11}{'val acc':>9}{'test acc':>10}{'train loss':>12}{'val loss':>10}{'test loss':>11}"
+        f"{'epochs':>8}{'time s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for item in sorted(models, key=lambda m: (m["dataset"], -m["metrics"]["test"]["accuracy"])):
+        metrics = item["metrics"]
+        print(
+            f"{item['dataset']:<14}{item['arch']:<14}{item['version']:>3}{item['parameter_count']:>12,}"
+            f"{metrics['train']['accuracy']:>11.4f}{metrics['val']['accuracy']:>9.4f}"
+            f"{metrics['test']['accuracy']:>10.4f}{metrics['train']['loss']:>12.4f}"
+            f"{metrics['val']['loss']:>10.4f}{metrics['test']['loss']:>11.4f}"
+            f"{item['epochs_run']:>8}{item['training_seconds']:>9.0f}"
+        )
+
+
+def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Train every zoo-file entry matching `--only` that is not in the store yet."""
+    entries = tomllib.loads(args.zoo_file.read_text())["model"]
+    for entry in entries:
+        name = f"{entry['dataset']}/{entry['arch']}"
+        if args.only and not fnmatch.fnmatch(name, args.only):
+            continue
+        store_dir = args.output_dir
+        if (store_dir / name).is_dir() and any((store_dir / name).glob("*/metadata.json")) and not args.force:
+            print(f"skip {name}: already in {store_dir} (use --force to retrain)")
+            continue
+        argv = ["train", "--arch", entry["arch"], "--dataset", entry["dataset"], "--output-dir", str(store_dir)]
+        for key, value in entry.items():
+            if key not in ("arch", "dataset"):
+                argv += [f"--{key.replace('_', '-')}", str(value)]
+        if args.quick:
+            argv.append("--quick")
+        if args.force:
+            argv.append("--force")
+        train_args = parser.parse_args(argv)
+        run_training(train_args, command="python -m training " + shlex.join(argv))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser with the `train`, `compare` and `zoo` subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
+    compare = commands.add_parser("compare", help="leaderboard of the models in the store")
+    compare.add_argument("--dataset")
+    compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
+    zoo = commands.add_parser("zoo", help="train every model of the zoo file missing from the store")
+    zoo.add_argument("--only", help="glob on <dataset>/<arch>, e.g. 'fashion_mnist/*'")
+    zoo.add_argument("--zoo-file", type=Path, default=ZOO_FILE)
+    zoo.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
+    zoo.add_argument("--force", action="store_true")
+    zoo.add_argument("--quick", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        run_training(args, command="python -m training " + shlex.join(argv))
+    elif args.command == "compare":
+        print_leaderboard(read_store(args.output_dir, args.dataset))
+    else:
+        run_zoo(args, parser)
+    return 0

@@ -1,0 +1,159 @@
+"""Export a trained model to the store as a SavedModel with its metadata and reports.
+
+Layout: `<store>/<dataset>/<arch>/<version>/` holds the SavedModel (`saved_model.pb`,
+`variables/`, a `serving_default` signature, as TensorFlow Serving loads it), and beside
+it `metadata.json`, `history.png`, `confusion_matrix.png`, `errors.png` and `summary.txt`.
+`metadata.json` is the contract with the service, which never imports this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training import reports
+from training.config import PROJECT_ROOT
+from training.datasets import Dataset
+from training.train import TrainConfig, TrainResult
+
+__all__ = ["export_model", "next_version", "git_commit"]
+
+REPORT_FILES = ("history.png", "confusion_matrix.png", "errors.png", "summary.txt")
+
+
+def git_commit() -> str | None:
+    """The project's HEAD commit, suffixed `-dirty` with uncommitted changes; None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def next_version(store_dir: Path, dataset: str, arch: str) -> int:
+    """One more than the newest integer version of `dataset/arch` in the store, else 1."""
+    folder = store_dir / dataset / arch
+    versions = [int(path.name) for path in folder.glob("*") if path.is_dir() and path.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _summary(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    return "\n".join(lines) + "\n"
+
+
+def export_model(
+    result: TrainResult,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    store_dir: Path,
+    version: int,
+    command: str,
+    force: bool = False,
+) -> Path:
+    """Write the SavedModel, `metadata.json` and the reports of a finished run.
+
+    Args:
+        result: The trained model and its measurements.
+        dataset: The data it was trained on (test images are drawn in `errors.png`).
+        config: The run's configuration (recipe, seed) recorded in metadata.
+        store_dir: Root of the model store.
+        version: Integer version folder to write.
+        command: The command line that produced the run, recorded for repeating it.
+        force: Replace an existing version folder.
+
+    Returns:
+        The version folder.
+
+    Raises:
+        FileExistsError: The version exists and `force` is False.
+    """
+    target = store_dir / dataset.name / config.arch / str(version)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force or another --version")
+    staging = target.with_name(f".{version}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    result.model.export(str(staging), format="tf_saved_model", verbose=False)
+
+    test_size = len(dataset.y_test) if not config.quick else len(result.test_probabilities)
+    y_test = dataset.y_test[:test_size]
+    y_pred = result.test_probabilities.argmax(axis=1)
+    matrix = reports.confusion_matrix(y_test, y_pred, dataset.num_classes)
+    title = f"{dataset.name}/{config.arch} v{version}"
+    reports.plot_history(result.history, staging / "history.png", title=title)
+    reports.plot_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png", title=title)
+    reports.plot_errors(
+        dataset.x_test[:test_size], y_test, result.test_probabilities, dataset.class_names,
+        staging / "errors.png", title=title,
+    )  # fmt: skip
+    (staging / "summary.txt").write_text(_summary(result.model))
+
+    epoch_seconds = [round(seconds, 2) for seconds in result.epoch_seconds]
+    metadata: dict[str, Any] = {
+        "dataset": dataset.name,
+        "arch": config.arch,
+        "version": version,
+        "class_names": list(dataset.class_names),
+        "input_shape": list(dataset.input_shape),
+        "input_dtype": "float32",
+        "input_range": [0.0, 1.0],
+        "output": "probabilities",
+        "signature": "serving_default",
+        "preprocessing": dataset.preprocessing,
+        "parameter_count": int(result.model.count_params()),
+        "epochs_run": len(result.history.get("loss", [])),
+        "best_epoch": result.best_epoch,
+        "epoch_seconds": epoch_seconds,
+        "seconds_per_epoch": round(sum(epoch_seconds) / max(1, len(epoch_seconds)), 2),
+        "training_seconds": round(result.training_seconds, 1),
+        "metrics": result.metrics,
+        "train_size": result.train_size,
+        "val_size": result.val_size,
+        "test_size": test_size,
+        "confusion_matrix": matrix.tolist(),
+        "per_class": reports.per_class_metrics(matrix, dataset.class_names),
+        "history": result.history,
+        "recipe": dataclasses.asdict(config.recipe),
+        "seed": config.seed,
+        "steps_per_execution": config.steps_per_execution,
+        "class_weight": {str(k): v for k, v in (config.class_weight or {}).items()} or None,
+        "quick": config.quick,
+        "command": command,
+        "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
+        "data_sha256": dataset.sha256,
+        "git_commit": git_commit(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "machine": f"{platform.machine()}, {len(tf.config.list_physical_devices('GPU'))} GPU",
+        "reports": [name for name in REPORT_FILES if (staging / name).exists()],
+    }
+    buffer = io.StringIO()
+    json.dump(metadata, buffer, indent=2)
+    (staging / "metadata.json").write_text(buffer.getvalue() + "\n")
+
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target

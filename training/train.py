@@ -1,0 +1,283 @@
+"""Train one architecture on one dataset with its recipe, then evaluate it.
+
+The MNIST article's recipe (the default `Recipe`): shuffle the training images with a
+fixed seed, hold out 15% for validation, batch 32, Adam(1e-3), sparse categorical
+cross-entropy, up to 20 epochs with ModelCheckpoint (best val_accuracy),
+ReduceLROnPlateau(val_loss, factor 0.5, patience 4, min_lr 1e-4) and
+EarlyStopping(val_accuracy, patience 6), then restore the best weights and evaluate on
+the train, validation and test sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.architectures import Recipe, build_model
+from training.datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+QUICK_TRAIN_IMAGES = 512
+QUICK_TEST_IMAGES = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs besides the data.
+
+    Attributes:
+        arch: Architecture name, a key of `training.architectures.ARCHITECTURES`.
+        recipe: The recipe, the architecture's default with command-line overrides.
+        seed: Seed for the shuffle, the validation split, weight init and dropout.
+        run_dir: Folder for checkpoints, the backup used by `resume` and the epoch log.
+        resume: Continue from the last epoch backed up in `run_dir` instead of starting over.
+        class_weight: Class index -> loss weight, or None for equal weights.
+        steps_per_execution: Training steps run per call into the TensorFlow graph.
+        quick: Train on a few hundred images for one epoch (tests).
+    """
+
+    arch: str
+    recipe: Recipe
+    seed: int = 42
+    run_dir: Path = Path("runs/default")
+    resume: bool = False
+    class_weight: dict[int, float] | None = None
+    steps_per_execution: int = 1
+    quick: bool = False
+
+
+@dataclass
+class TrainResult:
+    """A trained model and what its run measured.
+
+    Attributes:
+        model: The Keras model with the best weights (by val_accuracy) restored.
+        history: Per-epoch metrics as Keras records them (`loss`, `accuracy`,
+            `val_loss`, `val_accuracy`, `learning_rate`), one float per epoch.
+        epoch_seconds: Wall time of each epoch in seconds.
+        metrics: `{split: {"loss": float, "accuracy": float}}` for train, val and test.
+        test_probabilities: float32 (N_test, classes) softmax outputs on the test set.
+        training_seconds: Wall time of `fit`, in seconds.
+        train_size: Images used for training (after the validation split).
+        val_size: Images held out for validation.
+    """
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    epoch_seconds: list[float]
+    metrics: dict[str, dict[str, float]]
+    test_probabilities: np.ndarray
+    training_seconds: float
+    train_size: int
+    val_size: int
+    best_epoch: int = field(default=0)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall time of each epoch in seconds in `epoch_seconds`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+def split_validation(
+    x: np.ndarray, y: np.ndarray, *, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle with a fixed seed and hold out the last `fraction` for validation.
+
+    Returns:
+        (x_train, y_train, x_val, y_val); the validation set has round(N * fraction) images.
+    """
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(len(x) * fraction))
+    train_idx, val_idx = order[: len(x) - n_val], order[len(x) - n_val :]
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def make_augmentation(dataset_name: str, seed: int) -> keras.Sequential:
+    """Random shifts (10%) and rotations (about 8 degrees); horizontal flips on CIFAR-10 only.
+
+    Digits and clothes are not mirror-symmetric classes, so only CIFAR-10 is flipped.
+    """
+    augmentation: list[keras.layers.Layer] = [
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+        keras.layers.RandomRotation(0.022, fill_mode="constant", seed=seed),
+    ]
+    if dataset_name == "cifar10":
+        augmentation.insert(0, keras.layers.RandomFlip("horizontal", seed=seed))
+    return keras.Sequential(augmentation, name="augmentation")
+
+
+def make_pipeline(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    augmentation: keras.Sequential | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 images in [0, 1], int64 labels) for `fit` and `evaluate`.
+
+    Args:
+        x: uint8 (N, H, W, C) images.
+        y: int64 (N,) class indices.
+        batch_size: Images per batch.
+        shuffle_seed: Reshuffle every epoch with this seed; None keeps the order.
+        augmentation: Applied to training batches only.
+    """
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size).map(
+        lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if augmentation is not None:
+        data = data.map(
+            lambda images, labels: (augmentation(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or SGD with the recipe's learning rate, or its exponential decay schedule.
+
+    The exponential schedule is staircase: the rate is multiplied by `decay_rate` every
+    `decay_epochs * steps_per_epoch` optimizer steps.
+    """
+    default_rate = 1e-3 if recipe.optimizer == "adam" else 1e-2
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = recipe.learning_rate or default_rate
+    if recipe.lr_schedule == "exponential":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            initial_learning_rate=learning_rate,
+            decay_steps=max(1, int(recipe.decay_epochs * steps_per_epoch)),
+            decay_rate=recipe.decay_rate,
+            staircase=True,
+        )
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=recipe.momentum)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras.callbacks.Callback]:
+    """Checkpoint, schedule, early-stopping, backup and log callbacks of the recipe."""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.ModelCheckpoint(
+            run_dir / "best.weights.h5",
+            monitor="val_accuracy",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.BackupAndRestore(run_dir / "backup"),
+        keras.callbacks.CSVLogger(run_dir / "epochs.csv", append=resume),
+    ]
+    if recipe.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, min_lr=1e-4, verbose=1)
+        )
+    if recipe.early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=recipe.early_stopping_patience, verbose=1
+            )
+        )
+    return callbacks
+
+
+def train(dataset: Dataset, config: TrainConfig) -> TrainResult:
+    """Train `config.arch` on `dataset` with `config.recipe` and evaluate it.
+
+    Args:
+        dataset: The data; in quick mode only its first 512 train and 256 test images are used.
+        config: Architecture, recipe, seed, run folder and options.
+
+    Returns:
+        The model with its best weights and the metrics measured in this run.
+
+    Raises:
+        ValueError: Unknown architecture or a builder option it does not take.
+    """
+    recipe = config.recipe
+    epochs = 1 if config.quick else recipe.epochs
+    if config.quick:
+        dataset = dataset.take(QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES)
+    keras.utils.set_random_seed(config.seed)
+
+    x_train, y_train, x_val, y_val = split_validation(
+        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
+    )
+    augmentation = make_augmentation(dataset.name, config.seed) if recipe.augment else None
+    train_data = make_pipeline(
+        x_train, y_train, batch_size=recipe.batch_size, shuffle_seed=config.seed, augmentation=augmentation
+    )
+    val_data = make_pipeline(x_val, y_val, batch_size=256)
+    steps_per_epoch = -(-len(x_train) // recipe.batch_size)
+
+    model = build_model(config.arch, dataset.input_shape, dataset.num_classes, **recipe.options)
+    model.compile(
+        optimizer=make_optimizer(recipe, steps_per_epoch),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=config.steps_per_execution,
+    )
+    run_dir = config.run_dir
+    if not config.resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timer = EpochTimer()
+    started = time.perf_counter()
+    fit = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        class_weight=config.class_weight,
+        callbacks=[*make_callbacks(recipe, run_dir, resume=config.resume), timer],
+        verbose=1,
+    )
+    training_seconds = time.perf_counter() - started
+    history = {key: [float(value) for value in values] for key, values in fit.history.items()}
+    best_epoch = int(np.argmax(history["val_accuracy"])) if history.get("val_accuracy") else 0
+    model.load_weights(run_dir / "best.weights.h5")
+
+    splits = {
+        "train": (x_train, y_train),
+        "val": (x_val, y_val),
+        "test": (dataset.x_test, dataset.y_test),
+    }
+    metrics = {}
+    for split, (x, y) in splits.items():
+        loss, accuracy = model.evaluate(make_pipeline(x, y, batch_size=256), verbose=0)
+        metrics[split] = {"loss": float(loss), "accuracy": float(accuracy)}
+        logger.info("%s: loss %.4f accuracy %.4f", split, loss, accuracy)
+    test_probabilities = model.predict(make_pipeline(dataset.x_test, dataset.y_test, batch_size=256), verbose=0)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return TrainResult(
+        model=model,
+        history=history,
+        epoch_seconds=timer.epoch_seconds,
+        metrics=metrics,
+        test_probabilities=np.asarray(test_probabilities, dtype=np.float32),
+        training_seconds=training_seconds,
+        train_size=len(x_train),
+        val_size=len(x_val),
+        best_epoch=best_epoch + 1,
+    )
