@@ -1,9 +1,9 @@
 """Command line: `python -m training {train,compare,zoo}`.
 
-    python -m training train --arch custom2 --dataset mnist
-    python -m training train --arch mlp --dataset mnist --quick --output-dir /tmp/store
-    python -m training compare --dataset mnist
-    python -m training zoo --only 'mnist/*'
+python -m training train --arch custom2 --dataset mnist
+python -m training train --arch mlp --dataset mnist --quick --output-dir /tmp/store
+python -m training compare --dataset mnist
+python -m training zoo --only 'mnist/*'
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from training.config import PROJECT_ROOT
 from training.datasets import Dataset
 from training.train import TrainConfig, TrainResult
 
-__all__ = ["export_model", "next_version", "git_commit"]
+__all__ = ["export_model", "git_commit", "next_version"]
 
 REPORT_FILES = ("history.png", "confusion_matrix.png", "errors.png", "summary.txt")
 

@@ -9,8 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = [
     "confusion_matrix",
@@ -120,9 +120,7 @@ def plot_errors(
         bars_axis = axes[slot // columns, 2 * (slot % columns) + 1]
         image = images[index]
         image_axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        image_axis.set_title(
-            f"true {class_names[y_true[index]]}\npred {class_names[y_pred[index]]}", fontsize=7
-        )
+        image_axis.set_title(f"true {class_names[y_true[index]]}\npred {class_names[y_pred[index]]}", fontsize=7)
         bars_axis.axis("on")
         colors = ["tab:gray"] * len(class_names)
         colors[y_pred[index]] = "tab:red"
@@ -138,4 +136,4 @@ def plot_errors(
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-    return int(len(wrong))
+    return len(wrong)

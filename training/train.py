@@ -107,7 +107,7 @@ def split_validation(
         (x_train, y_train, x_val, y_val); the validation set has round(N * fraction) images.
     """
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = int(round(len(x) * fraction))
+    n_val = round(len(x) * fraction)
     train_idx, val_idx = order[: len(x) - n_val], order[len(x) - n_val :]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
@@ -196,9 +196,7 @@ def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras
         )
     if recipe.early_stopping_patience is not None:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", patience=recipe.early_stopping_patience, verbose=1
-            )
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=recipe.early_stopping_patience, verbose=1)
         )
     return callbacks
 

@@ -1,0 +1,1 @@
+"""REST inference service for the image classifiers of the model store."""

@@ -1,0 +1,136 @@
+"""Dynamic batching: stack requests that arrive together into one model call.
+
+As in TensorFlow Serving and Triton, the first request of a batch waits at most
+`batch_timeout_ms` for others; a batch closes at `max_batch_size` images or at the
+timeout, runs in one call off the event loop, and each caller gets its own row back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DynamicBatcher"]
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+class DynamicBatcher:
+    """Collects single inputs into batches for a blocking batch function.
+
+    Args:
+        run_batch: Blocking function from a stacked batch (N, *input_shape) to outputs
+            (N, ...); run in a worker thread, one batch at a time.
+        max_batch_size: Most inputs per call.
+        batch_timeout_ms: Longest wait after the first input of a batch, in ms.
+        name: Used in log messages.
+
+    Use inside a running event loop: `await batcher.start()`, `await batcher.submit(x)`,
+    `await batcher.stop()`. The batches are run by a single background task, so the
+    model is never called twice at once; callers that are cancelled while waiting are
+    dropped from their batch.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int = 32,
+        batch_timeout_ms: float = 2.0,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.batch_timeout = batch_timeout_ms / 1000.0
+        self.name = name
+        self.batches_run = 0
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the background task that forms and runs batches."""
+        if self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._serve(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the background task; inputs still waiting fail with CancelledError."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._queue is not None and not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+
+    async def submit(self, inputs: np.ndarray) -> np.ndarray:
+        """Queue one input (without batch axis) and wait for its output row.
+
+        Raises:
+            RuntimeError: The batcher is not started.
+            Exception: Whatever the batch function raised for this input.
+        """
+        if self._queue is None or self._task is None:
+            raise RuntimeError(f"batcher {self.name} is not started")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(inputs, future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        """Wait for a first input, then gather more until full or timed out."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_timeout
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [pending for pending in batch if not pending.future.done()]
+
+    async def _serve(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        """Run one batch; if it fails, run its inputs one by one so only the bad one fails."""
+        try:
+            outputs = await anyio.to_thread.run_sync(self.run_batch, np.stack([p.inputs for p in batch]))
+            self.batches_run += 1
+        except Exception as error:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(error)
+                return
+            logger.warning("batch of %d on %s failed (%s); retrying one by one", len(batch), self.name, error)
+            for pending in batch:
+                await self._run([pending])
+            return
+        for pending, row in zip(batch, outputs, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(row)

@@ -1,0 +1,1 @@
+"""One router module per resource: predict, models, health, tf_serving."""

@@ -1,0 +1,100 @@
+"""`/models`: the loaded models, their metadata and their training reports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+
+from app.deps import NAME_PATTERN, RegistryDep
+from app.errors import ModelNotFound
+from app.registry import LoadedModel
+from app.routers.predict import ERROR_RESPONSES
+from app.schemas import ModelDetail, ModelList, ModelSummary, SplitMetrics
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+ReportName = Literal["history", "confusion_matrix", "errors"]
+DatasetPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
+ArchPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["custom2"])]
+
+
+def report_urls(model: LoadedModel) -> list[str]:
+    """URLs of the model's report images that exist in its folder."""
+    return [
+        f"/models/{model.dataset}/{model.arch}/report/{name}.png?version={model.version}"
+        for name in ("history", "confusion_matrix", "errors")
+        if (model.path / f"{name}.png").is_file()
+    ]
+
+
+def summarize(model: LoadedModel, versions: list[int]) -> ModelSummary:
+    """The `/models` entry of a model."""
+    metadata = model.metadata
+    metrics = {split: SplitMetrics(**values) for split, values in metadata.get("metrics", {}).items()}
+    return ModelSummary(
+        model=model.model_id,
+        dataset=model.dataset,
+        arch=model.arch,
+        version=model.version,
+        versions=versions,
+        input_shape=list(model.input_shape),
+        parameter_count=int(metadata.get("parameter_count", 0)),
+        class_names=model.class_names,
+        preprocessing=model.preprocessing,
+        metrics=metrics,
+        test_accuracy=metrics["test"].accuracy if "test" in metrics else None,
+        epochs_run=metadata.get("epochs_run"),
+        training_seconds=metadata.get("training_seconds"),
+        reports=report_urls(model),
+    )
+
+
+@router.get("", response_model=ModelList, summary="List models")
+def list_models(registry: RegistryDep) -> ModelList:
+    """Every loaded model (newest version) with its accuracies, sorted by dataset then test accuracy."""
+    summaries = [summarize(model, sorted(registry.versions(model.dataset, model.arch))) for model in registry.newest()]
+    summaries.sort(key=lambda item: (item.dataset, -(item.test_accuracy or 0.0)))
+    return ModelList(models=summaries)
+
+
+@router.get("/{dataset}/{arch}", response_model=ModelDetail, responses=ERROR_RESPONSES, summary="Model metadata")
+def get_model_detail(
+    registry: RegistryDep,
+    dataset: DatasetPath,
+    arch: ArchPath,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> ModelDetail:
+    """One model's full metadata.json: recipe, metrics, confusion matrix, per-class precision and recall."""
+    model = registry.get(arch, dataset=dataset, version=version)
+    return ModelDetail(
+        model=model.model_id,
+        dataset=model.dataset,
+        arch=model.arch,
+        version=model.version,
+        versions=sorted(registry.versions(dataset, arch)),
+        report_urls=report_urls(model),
+        metadata=model.metadata,
+    )
+
+
+@router.get(
+    "/{dataset}/{arch}/report/{name}.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+    summary="Training report image",
+)
+def get_report(
+    registry: RegistryDep,
+    dataset: DatasetPath,
+    arch: ArchPath,
+    name: ReportName,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> FileResponse:
+    """A training report image: `history`, `confusion_matrix` or `errors`."""
+    model = registry.get(arch, dataset=dataset, version=version)
+    path = model.path / f"{name}.png"
+    if not path.is_file():
+        raise ModelNotFound(f"{model.model_id} v{model.version} has no {name} report")
+    return FileResponse(path, media_type="image/png")

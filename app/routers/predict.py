@@ -1,0 +1,193 @@
+"""`POST /predict`: classify uploaded images with a model of the store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, Query, Request, UploadFile
+
+from app.deps import ModelDep, SettingsDep
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedImage, ValidationFailed
+from app.preprocessing import prepare_image
+from app.registry import LoadedModel
+from app.schemas import BatchPredictResponse, ClassProbability, ErrorResponse, Prediction, PredictResponse
+
+router = APIRouter(tags=["predict"])
+
+PreprocessMethod = Literal["auto", "none", "mnist", "fashion_mnist", "cifar10", "resize"]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "malformed request (bad JSON or base64)",
+        404: "unknown model or version",
+        413: "upload over MAX_UPLOAD_BYTES or image over MAX_IMAGE_PIXELS",
+        415: "not a decodable image, or an unsupported content type",
+        422: "missing field or invalid parameter",
+    }.items()
+}
+
+JSON_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "image": {
+                            "description": "base64 of an image file, or a list of them",
+                            "anyOf": [
+                                {"type": "string", "contentEncoding": "base64"},
+                                {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
+                            ],
+                        }
+                    },
+                },
+                "example": {"image": "iVBORw0KGgo..."},
+            }
+        }
+    }
+}
+
+
+def make_prediction(probabilities: np.ndarray, class_names: list[str], top_k: int | None) -> Prediction:
+    """Build the answer for one image from its probabilities, float (classes,)."""
+    values = [float(value) for value in probabilities]
+    classes = [
+        ClassProbability(class_index=index, class_name=name, probability=value)
+        for index, (name, value) in enumerate(zip(class_names, values, strict=True))
+    ]
+    best = int(np.argmax(probabilities))
+    ranked = sorted(classes, key=lambda item: -item.probability)[:top_k] if top_k else None
+    return Prediction(
+        class_index=best,
+        class_name=class_names[best],
+        confidence=values[best],
+        probabilities=classes,
+        top_k=ranked,
+    )
+
+
+def _decode_base64(value: Any, index: int) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"image[{index}] must be a base64 string")
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"image[{index}] is not valid base64") from None
+
+
+async def read_json_images(request: Request) -> list[bytes]:
+    """The images of a JSON body `{"image": "<base64>"}` or `{"image": ["<base64>", ...]}`.
+
+    Raises:
+        BadRequest: Not JSON, or not base64 (400).
+        ValidationFailed: No `image` key, or other keys (422).
+    """
+    try:
+        body = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest('the body is not valid JSON; send {"image": "<base64 image bytes>"}') from None
+    if not isinstance(body, dict) or "image" not in body:
+        raise ValidationFailed('the JSON body needs an "image" field with base64 image bytes')
+    extra = sorted(set(body) - {"image"})
+    if extra:
+        raise ValidationFailed(f'unexpected JSON fields {extra}; only "image" is accepted')
+    values = body["image"] if isinstance(body["image"], list) else [body["image"]]
+    return [_decode_base64(value, index) for index, value in enumerate(values)]
+
+
+async def read_images(request: Request, uploads: list[UploadFile] | None) -> list[bytes]:
+    """The image bytes of a multipart or JSON request, in order.
+
+    Raises:
+        ValidationFailed: Missing `image` field or unexpected fields (422).
+        UnsupportedImage: Neither multipart nor JSON (415).
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return await read_json_images(request)
+    if not content_type and not uploads:
+        raise ValidationFailed('missing form field "image": attach the image file as image=@digit.png')
+    if content_type != "multipart/form-data":
+        raise UnsupportedImage(
+            f"content type {content_type or 'none'!r} is not accepted; send multipart/form-data "
+            'with an "image" file field, or application/json {"image": "<base64>"}'
+        )
+    form = await request.form()
+    extra = sorted(set(form.keys()) - {"image"})
+    if not uploads:
+        found = f" (found fields {extra})" if extra else ""
+        raise ValidationFailed(f'missing form field "image"{found}: attach the image file as image=@digit.png')
+    if extra:
+        raise ValidationFailed(f'unexpected form fields {extra}; send image files in the "image" field')
+    return [await upload.read() for upload in uploads]
+
+
+async def classify(
+    model: LoadedModel,
+    payloads: list[bytes],
+    *,
+    method: str,
+    max_pixels: int,
+) -> list[np.ndarray]:
+    """Preprocess each image in a worker thread and run it through the model's batcher.
+
+    Returns:
+        One float32 (classes,) probability vector per payload, in order.
+    """
+    prepare = partial(prepare_image, method=method, shape=model.input_shape, max_pixels=max_pixels)
+    inputs = [await anyio.to_thread.run_sync(prepare, data) for data in payloads]
+    return list(await asyncio.gather(*(model.predict(x) for x in inputs)))
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse | BatchPredictResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=JSON_BODY,
+    summary="Classify images",
+)
+async def predict(
+    request: Request,
+    model: ModelDep,
+    settings: SettingsDep,
+    image: Annotated[
+        list[UploadFile] | None,
+        File(description="image file(s): PNG, JPEG, GIF, BMP, TIFF or WebP; repeat the field for several"),
+    ] = None,
+    top_k: Annotated[int | None, Query(ge=1, le=1000, description="also list the k most probable classes")] = None,
+    preprocess: Annotated[
+        PreprocessMethod,
+        Query(description="`auto`: the model dataset's preprocessing; `none`: only resize to the input size"),
+    ] = "auto",
+) -> PredictResponse | BatchPredictResponse:
+    """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
+    payloads = await read_images(request, image)
+    if len(payloads) > settings.max_images_per_request:
+        raise PayloadTooLarge(f"{len(payloads)} images in one request; the limit is {settings.max_images_per_request}")
+    class_names = model.class_names
+    if top_k is not None and top_k > len(class_names):
+        raise ValidationFailed(f"top_k must be between 1 and {len(class_names)} for {model.model_id}")
+    method = model.preprocessing if preprocess == "auto" else preprocess
+    probabilities = await classify(model, payloads, method=method, max_pixels=settings.max_image_pixels)
+    predictions = [make_prediction(row, class_names, top_k) for row in probabilities]
+    info = {
+        "model": model.model_id,
+        "dataset": model.dataset,
+        "arch": model.arch,
+        "version": model.version,
+        "preprocessing": method,
+    }
+    if len(predictions) == 1:
+        return PredictResponse(**info, **predictions[0].model_dump())
+    return BatchPredictResponse(**info, predictions=predictions)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (first run only) and start the server with the shipped models on port 8000.
+# Settings come from the environment, e.g. PORT=9000 WORKERS=2 MODELS_DIR=models_store.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+exec .venv/bin/uvicorn app.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" "$@"

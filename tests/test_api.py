@@ -1,0 +1,119 @@
+"""The real app over the shipped models: predictions, model listing, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import DATA, upload
+
+SHIPPED_MNIST = {"mlp", "lenet", "custom1", "custom2"}
+
+
+def test_seven_is_a_seven(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", files=upload(DATA / "7.png"))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "mnist/custom2"
+    assert body["dataset"] == "mnist"
+    assert body["class_index"] == 7
+    assert body["class_name"] == "7"
+    assert body["confidence"] > 0.9
+    assert [item["class_name"] for item in body["probabilities"]] == list("0123456789")
+    assert response.headers["x-request-id"]
+
+
+def test_first_100_mnist_test_digits(client: TestClient) -> None:
+    correct = 0
+    for path in sorted((DATA / "mnist_test").glob("*.png")):
+        label = int(path.stem.split("_")[1])
+        body = client.post("/predict?model=custom2", files=upload(path)).json()
+        assert math.isclose(sum(item["probability"] for item in body["probabilities"]), 1.0, abs_tol=1e-4)
+        correct += body["class_index"] == label
+    assert correct >= 99
+
+
+@pytest.mark.parametrize("arch", sorted(SHIPPED_MNIST))
+def test_every_shipped_model_answers(client: TestClient, arch: str) -> None:
+    body = client.post(f"/predict?model=mnist/{arch}", files=upload(DATA / "7.png")).json()
+    assert body["model"] == f"mnist/{arch}"
+    assert body["class_index"] == 7
+    assert math.isclose(sum(item["probability"] for item in body["probabilities"]), 1.0, abs_tol=1e-4)
+
+
+def test_models_lists_the_shipped_models_with_accuracies(client: TestClient) -> None:
+    models = {item["arch"]: item for item in client.get("/models").json()["models"] if item["dataset"] == "mnist"}
+    assert set(models) >= SHIPPED_MNIST
+    for item in models.values():
+        assert 0.9 < item["test_accuracy"] <= 1.0
+        assert item["metrics"]["test"]["accuracy"] == item["test_accuracy"]
+        assert item["input_shape"] == [28, 28, 1]
+        assert item["parameter_count"] > 0
+    assert models["custom2"]["test_accuracy"] >= 0.995
+
+
+def test_model_detail_is_the_metadata(client: TestClient) -> None:
+    body = client.get("/models/mnist/custom2").json()
+    assert body["metadata"]["parameter_count"] == 436_202
+    assert body["metadata"]["quick"] is False
+    assert len(body["metadata"]["confusion_matrix"]) == 10
+    report = client.get(body["report_urls"][0])
+    assert report.status_code == 200
+    assert report.headers["content-type"] == "image/png"
+
+
+def test_dataset_version_and_top_k_parameters(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2&dataset=mnist&version=1&top_k=3", files=upload(DATA / "7.png"))
+    body = response.json()
+    assert body["version"] == 1
+    assert next(item["class_index"] for item in body["top_k"]) == 7
+    probabilities = [item["probability"] for item in body["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True) and len(probabilities) == 3
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["models"] >= 4
+
+
+def test_docs_and_openapi(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/predict" in schema["paths"]
+    assert "multipart/form-data" in schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("url", "files", "status", "code"),
+    [
+        ("/predict?model=nosuch", upload(DATA / "7.png"), 404, "model_not_found"),
+        ("/predict?model=custom2&version=99", upload(DATA / "7.png"), 404, "model_not_found"),
+        (
+            "/predict?model=custom2",
+            upload(b"just some text\n", "notes.txt", "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        ("/predict?model=custom2", upload(b"", "empty.png"), 415, "unsupported_media_type"),
+        (
+            "/predict?model=custom2",
+            {"picture": ("7.png", (DATA / "7.png").read_bytes(), "image/png")},
+            422,
+            "validation_error",
+        ),
+        ("/predict?model=custom2", None, 422, "validation_error"),
+        ("/predict", upload(DATA / "7.png"), 422, "validation_error"),
+        ("/predict?model=custom2&version=0", upload(DATA / "7.png"), 422, "validation_error"),
+        ("/predict?model=custom2&top_k=11", upload(DATA / "7.png"), 422, "validation_error"),
+    ],
+)
+def test_bad_requests(client: TestClient, url: str, files: dict | None, status: int, code: str) -> None:
+    response = client.post(url, files=files)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]

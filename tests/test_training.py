@@ -1,0 +1,89 @@
+"""Quick-mode training runs end to end: train, export, reload, serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import DATA, upload
+from training.cli import main, resolve_recipe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A store with one quick-mode `mnist/mlp` model, trained by the CLI."""
+    root = tmp_path_factory.mktemp("quick")
+    argv = ["train", "--arch", "mlp", "--dataset", "mnist", "--quick", "--data-dir", str(data_dir)]
+    argv += ["--output-dir", str(root / "store"), "--run-dir", str(root / "run")]
+    assert main(argv) == 0
+    return root / "store"
+
+
+def test_export_writes_savedmodel_metadata_and_reports(quick_store: Path) -> None:
+    version = quick_store / "mnist" / "mlp" / "1"
+    assert (version / "saved_model.pb").is_file()
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["dataset"] == "mnist"
+    assert metadata["parameter_count"] == 101_770
+    assert metadata["input_shape"] == [28, 28, 1]
+    assert metadata["class_names"] == list("0123456789")
+    assert metadata["epochs_run"] == 1
+    assert metadata["quick"] is True
+    assert set(metadata["metrics"]) == {"train", "val", "test"}
+    assert metadata["data_sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+    assert metadata["command"].startswith("python -m training train --arch mlp")
+    matrix = np.array(metadata["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == metadata["test_size"]
+    accuracy = np.trace(matrix) / matrix.sum()
+    assert accuracy == pytest.approx(metadata["metrics"]["test"]["accuracy"], abs=1e-6)
+    for name in ("history.png", "confusion_matrix.png", "errors.png"):
+        assert (version / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_savedmodel_has_serving_signature(quick_store: Path) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(quick_store / "mnist" / "mlp" / "1"))
+    function = loaded.signatures["serving_default"]
+    (spec,) = function.structured_input_signature[1].values()
+    assert spec.shape.as_list() == [None, 28, 28, 1]
+    (output,) = function(**{next(iter(function.structured_input_signature[1])): tf.zeros((2, 28, 28, 1))}).values()
+    np.testing.assert_allclose(output.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_exported_model_is_served(quick_store: Path) -> None:
+    from app.config import Settings, get_settings
+    from app.main import create_app
+
+    app = create_app()
+    app.dependency_overrides[get_settings] = lambda: Settings(models_dir=quick_store)
+    with TestClient(app) as client:
+        response = client.post("/predict?model=mlp", files=upload(DATA / "7.png"))
+        assert response.status_code == 200
+        assert response.json()["model"] == "mnist/mlp"
+        assert client.get("/models").json()["models"][0]["parameter_count"] == 101_770
+
+
+def test_second_run_gets_the_next_version_and_compare_lists_it(
+    quick_store: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--arch", "lenet", "--dataset", "mnist", "--quick", "--data-dir", str(data_dir)]
+    argv += ["--output-dir", str(quick_store), "--run-dir", str(tmp_path / "run"), "--epochs", "3"]
+    main(argv)
+    main(["compare", "--output-dir", str(quick_store)])
+    board = capsys.readouterr().out
+    assert "lenet" in board and "mlp" in board and "61,706" in board
+
+
+def test_recipe_overrides() -> None:
+    recipe = resolve_recipe("custom2", {"epochs": 3, "patience": 0, "dropout": 0.1, "batch_size": None})
+    assert recipe.epochs == 3
+    assert recipe.early_stopping_patience is None
+    assert recipe.options == {"dropout": 0.1}
+    assert recipe.batch_size == 32
