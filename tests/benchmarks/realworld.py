@@ -1,0 +1,90 @@
+"""Accuracy on real-world uploads through the HTTP API, with and without preprocessing.
+
+Every file in a folder named `<label>_<source>_<index>.<ext>` (label = class index) is
+posted to `/predict`; the script prints the accuracy per source and overall for
+`preprocess=auto` (the dataset's procedure) and `preprocess=none` (resize only).
+
+    .venv/bin/python tests/benchmarks/realworld.py --model custom2
+    .venv/bin/python tests/benchmarks/realworld.py --model custom2 --url http://127.0.0.1:8000
+
+Without `--url` the real app runs in this process over the shipped store (httpx through
+ASGI, the same requests and responses as over a socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_IMAGES = ROOT / "tests" / "data" / "realworld" / "digits"
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+@contextlib.contextmanager
+def open_client(url: str | None, models_dir: Path) -> Iterator[httpx.Client]:
+    """An httpx client to a live server at `url`, or to the app run in this process."""
+    if url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+        return
+    sys.path.insert(0, str(ROOT))
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings, get_settings
+    from app.main import create_app
+
+    app = create_app()
+    app.dependency_overrides[get_settings] = lambda: Settings(models_dir=models_dir)
+    with TestClient(app) as client:
+        yield client
+
+
+def evaluate(client: httpx.Client, images: Path, *, model: str, preprocess: str) -> dict[str, tuple[int, int]]:
+    """Post every image; return {source: (correct, total)} plus an `all` entry.
+
+    Raises:
+        RuntimeError: A request did not answer 200.
+    """
+    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for path in sorted(images.iterdir()):
+        if path.suffix.lower() not in CONTENT_TYPES:
+            continue
+        label, source = path.stem.split("_")[:2]
+        files = {"image": (path.name, path.read_bytes(), CONTENT_TYPES[path.suffix.lower()])}
+        response = client.post("/predict", params={"model": model, "preprocess": preprocess}, files=files)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path.name}: HTTP {response.status_code} {response.text}")
+        correct = response.json()["class_index"] == int(label)
+        for key in (source, "all"):
+            counts[key][0] += correct
+            counts[key][1] += 1
+    return {key: (value[0], value[1]) for key, value in counts.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="custom2", help="arch or dataset/arch")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--url", help="a running server; default: the app in this process")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
+    args = parser.parse_args(argv)
+    with open_client(args.url, args.models_dir) as client:
+        results = {mode: evaluate(client, args.images, model=args.model, preprocess=mode) for mode in ("auto", "none")}
+    print(f"{args.model} on {args.images.relative_to(ROOT) if args.images.is_relative_to(ROOT) else args.images}")
+    print(f"{'source':<10}{'images':>8}{'preprocess=auto':>18}{'preprocess=none':>18}")
+    for source in sorted(results["auto"], key=lambda key: (key == "all", key)):
+        correct_auto, total = results["auto"][source]
+        correct_none, _ = results["none"][source]
+        print(f"{source:<10}{total:>8}{correct_auto / total:>17.1%} {correct_none / total:>17.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
