@@ -119,6 +119,8 @@ def error_response(request: Request, status: int, code: str, message: str) -> JS
 def _describe_validation(error: RequestValidationError) -> str:
     parts = []
     for item in error.errors():
+        if item.get("type") == "json_invalid":
+            return f"the body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')})"
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         parts.append(f"{location}: {item.get('msg', 'invalid')}" if location else str(item.get("msg")))
     return "; ".join(parts) or "invalid request"

@@ -86,7 +86,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image) or image
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PayloadTooLarge(f"image declares too many pixels ({error}); the limit is {max_pixels:,}") from error
+    except UnidentifiedImageError as error:
         raise UnsupportedImage(f"the file is not a decodable image; accepted formats: {accepted}") from error
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
         raise UnsupportedImage(f"the image data is truncated or corrupt ({type(error).__name__})") from error

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 
 from app.batching import DynamicBatcher
@@ -140,8 +141,6 @@ class LoadedModel:
         """Probabilities float32 (classes,) of one input float32 (H, W, C), through the batcher."""
         if self.batcher is not None:
             return await self.batcher.submit(inputs)
-        import anyio
-
         return (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
 
     def warm_up(self) -> None:

@@ -167,8 +167,13 @@ def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             continue
         argv = ["train", "--arch", entry["arch"], "--dataset", entry["dataset"], "--output-dir", str(store_dir)]
         for key, value in entry.items():
-            if key not in ("arch", "dataset"):
-                argv += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            if key in ("arch", "dataset"):
+                continue
+            if isinstance(value, bool):
+                argv.append(flag if value else f"--no-{key.replace('_', '-')}")
+            else:
+                argv += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
         if args.quick:
             argv.append("--quick")
         if args.force:

@@ -13,7 +13,7 @@ from app.registry import LoadedModel
 from app.routers.predict import ERROR_RESPONSES
 from app.schemas import ModelDetail, ModelList, ModelSummary, SplitMetrics
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
 ReportName = Literal["history", "confusion_matrix", "errors"]
 DatasetPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
@@ -59,7 +59,7 @@ def list_models(registry: RegistryDep) -> ModelList:
     return ModelList(models=summaries)
 
 
-@router.get("/{dataset}/{arch}", response_model=ModelDetail, responses=ERROR_RESPONSES, summary="Model metadata")
+@router.get("/{dataset}/{arch}", response_model=ModelDetail, summary="Model metadata")
 def get_model_detail(
     registry: RegistryDep,
     dataset: DatasetPath,
@@ -82,7 +82,7 @@ def get_model_detail(
 @router.get(
     "/{dataset}/{arch}/report/{name}.png",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+    responses={200: {"content": {"image/png": {}}}},
     summary="Training report image",
 )
 def get_report(

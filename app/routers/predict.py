@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 
 from app.deps import ModelDep, SettingsDep
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedImage, ValidationFailed
@@ -31,12 +31,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "upload over MAX_UPLOAD_BYTES or image over MAX_IMAGE_PIXELS",
         415: "not a decodable image, or an unsupported content type",
         422: "missing field or invalid parameter",
+        503: "models not loaded yet",
     }.items()
 }
 
-JSON_BODY = {
+REQUEST_BODY = {
     "requestBody": {
+        "required": True,
         "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "image file(s): PNG, JPEG, GIF, BMP, TIFF or WebP; repeat for several",
+                        }
+                    },
+                },
+                "encoding": {"image": {"contentType": "image/png, image/jpeg, image/*"}},
+            },
             "application/json": {
                 "schema": {
                     "type": "object",
@@ -53,8 +69,8 @@ JSON_BODY = {
                     },
                 },
                 "example": {"image": "iVBORw0KGgo..."},
-            }
-        }
+            },
+        },
     }
 }
 
@@ -106,31 +122,39 @@ async def read_json_images(request: Request) -> list[bytes]:
     return [_decode_base64(value, index) for index, value in enumerate(values)]
 
 
-async def read_images(request: Request, uploads: list[UploadFile] | None) -> list[bytes]:
+async def read_images(request: Request, *, max_files: int) -> list[bytes]:
     """The image bytes of a multipart or JSON request, in order.
 
+    Args:
+        request: The request; its body is read here (multipart is spooled by Starlette).
+        max_files: Most files accepted in one multipart body.
+
     Raises:
-        ValidationFailed: Missing `image` field or unexpected fields (422).
+        BadRequest: Malformed multipart or JSON body (400).
+        ValidationFailed: Missing `image` field, a text `image` field, or other fields (422).
         UnsupportedImage: Neither multipart nor JSON (415).
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         return await read_json_images(request)
-    if not content_type and not uploads:
+    if not content_type:
         raise ValidationFailed('missing form field "image": attach the image file as image=@digit.png')
     if content_type != "multipart/form-data":
         raise UnsupportedImage(
-            f"content type {content_type or 'none'!r} is not accepted; send multipart/form-data "
+            f"content type {content_type!r} is not accepted; send multipart/form-data "
             'with an "image" file field, or application/json {"image": "<base64>"}'
         )
-    form = await request.form()
-    extra = sorted(set(form.keys()) - {"image"})
-    if not uploads:
-        found = f" (found fields {extra})" if extra else ""
-        raise ValidationFailed(f'missing form field "image"{found}: attach the image file as image=@digit.png')
-    if extra:
-        raise ValidationFailed(f'unexpected form fields {extra}; send image files in the "image" field')
-    return [await upload.read() for upload in uploads]
+    async with request.form(max_files=max_files, max_fields=16) as form:
+        extra = sorted(set(form.keys()) - {"image"})
+        uploads = form.getlist("image")
+        if not uploads:
+            found = f" (found fields {extra})" if extra else ""
+            raise ValidationFailed(f'missing form field "image"{found}: attach the image file as image=@digit.png')
+        if extra:
+            raise ValidationFailed(f'unexpected form fields {extra}; send image files in the "image" field')
+        if any(isinstance(upload, str) for upload in uploads):
+            raise ValidationFailed('"image" must be a file part (curl -F image=@digit.png), not a text value')
+        return [await upload.read() for upload in uploads if not isinstance(upload, str)]
 
 
 async def classify(
@@ -154,17 +178,13 @@ async def classify(
     "/predict",
     response_model=PredictResponse | BatchPredictResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=JSON_BODY,
+    openapi_extra=REQUEST_BODY,
     summary="Classify images",
 )
 async def predict(
     request: Request,
     model: ModelDep,
     settings: SettingsDep,
-    image: Annotated[
-        list[UploadFile] | None,
-        File(description="image file(s): PNG, JPEG, GIF, BMP, TIFF or WebP; repeat the field for several"),
-    ] = None,
     top_k: Annotated[int | None, Query(ge=1, le=1000, description="also list the k most probable classes")] = None,
     preprocess: Annotated[
         PreprocessMethod,
@@ -172,7 +192,7 @@ async def predict(
     ] = "auto",
 ) -> PredictResponse | BatchPredictResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
-    payloads = await read_images(request, image)
+    payloads = await read_images(request, max_files=settings.max_images_per_request)
     if len(payloads) > settings.max_images_per_request:
         raise PayloadTooLarge(f"{len(payloads)} images in one request; the limit is {settings.max_images_per_request}")
     class_names = model.class_names

@@ -19,13 +19,31 @@ from typing import Annotated, Any
 import anyio
 import numpy as np
 from fastapi import APIRouter, Body, Path
+from pydantic import BaseModel, Field
 
 from app.deps import RegistryDep, SettingsDep
 from app.errors import BadRequest, ModelNotFound
 from app.preprocessing import prepare_image
 from app.registry import SIGNATURE, LoadedModel, ModelRegistry
 
-router = APIRouter(prefix="/v1/models", tags=["tensorflow-serving"])
+
+class TFServingError(BaseModel):
+    """TF Serving's error body."""
+
+    error: str = Field(examples=["Servable not found for request: Latest(mnist-nosuch)"])
+
+
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["tensorflow-serving"],
+    responses={
+        400: {"model": TFServingError, "description": "malformed request"},
+        404: {"model": TFServingError, "description": "unknown model or version"},
+        413: {"model": TFServingError, "description": "body over MAX_UPLOAD_BYTES or image too large"},
+        415: {"model": TFServingError, "description": "a b64 instance is not a decodable image"},
+        503: {"model": TFServingError, "description": "models not loaded yet"},
+    },
+)
 
 NamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.]{1,64}-[A-Za-z0-9_.]{1,64}$", examples=["mnist-custom2"])]
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]

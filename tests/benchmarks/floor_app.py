@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 import anyio
-from fastapi import File, Request, UploadFile
+from fastapi import Request
 
 from app.main import create_app
 from app.preprocessing import prepare_image
@@ -20,9 +20,9 @@ app = create_app()
 
 
 @app.post("/floor")
-async def floor(request: Request, image: list[UploadFile] | None = File(None)) -> dict[str, object]:
+async def floor(request: Request) -> dict[str, object]:
     """Decode and preprocess the upload like /predict, without a model call."""
-    (data,) = await read_images(request, image)
+    (data,) = await read_images(request, max_files=1)
     prepare = partial(prepare_image, method="mnist", shape=(28, 28, 1), max_pixels=40_000_000)
     inputs = await anyio.to_thread.run_sync(prepare, data)
     return {"class_index": 0, "mean": float(inputs.mean()), "probabilities": [0.1] * 10}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
 import keras
 import numpy as np
@@ -26,7 +27,7 @@ app = FastAPI()
 
 
 @app.post("/predict")
-def predict(image: UploadFile = File(...)) -> dict[str, object]:
+def predict(image: Annotated[UploadFile, File()]) -> dict[str, object]:
     """Preprocess, then `model.predict` on a batch of one."""
     inputs = prepare_image(image.file.read(), method=METADATA["preprocessing"], shape=SHAPE, max_pixels=40_000_000)
     outputs = model.predict(inputs[np.newaxis], verbose=0)

@@ -1,0 +1,180 @@
+"""Nothing a client sends gets a 5xx: every bad input has its clear 4xx, and good odd inputs work."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.conftest import DATA, upload
+from tests.images import encode, png_declaring
+
+SEVEN = (DATA / "7.png").read_bytes()
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("7.png", SEVEN)
+    return buffer.getvalue()
+
+
+REFUSED = {
+    "empty": (b"", 415),
+    "truncated": (SEVEN[: len(SEVEN) // 2], 415),
+    "random bytes": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), 415),
+    "text": (b"hello, I am not a picture\n", 415),
+    "pdf": (b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n", 415),
+    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><text>7</text></svg>', 415),
+    "zip": (_zip(), 415),
+    "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n", 415),
+    "bomb": (png_declaring(20_000, 20_000), 413),
+}
+
+ACCEPTED = {
+    "gif animation": encode(
+        Image.fromarray(np.asarray(Image.open(DATA / "7.png"))),
+        "GIF",
+        save_all=True,
+        append_images=[Image.new("L", (28, 28), 0)],
+    ),
+    "16-bit png": encode(Image.fromarray(np.asarray(Image.open(DATA / "7.png")).astype(np.uint16) * 257)),
+    "cmyk jpeg": encode(Image.open(DATA / "7.png").convert("CMYK"), "JPEG", quality=95),
+    "1x1": encode(Image.new("L", (1, 1), 255)),
+    "1-bit": encode(Image.open(DATA / "7.png").convert("1")),
+    "palette with transparency": encode(Image.open(DATA / "7.png").convert("P"), transparency=0),
+    "huge flat": encode(Image.new("L", (4000, 3000), 255)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_bad_files_are_refused_with_their_status(client: TestClient, name: str) -> None:
+    data, status = REFUSED[name]
+    response = client.post("/predict?model=custom2", files=upload(data, f"{name}.bin"))
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and "Traceback" not in error["message"] and "/work" not in error["message"]
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_odd_but_valid_images_are_classified(client: TestClient, name: str) -> None:
+    response = client.post("/predict?model=custom2", files=upload(ACCEPTED[name]))
+    assert response.status_code == 200, response.text
+    if name in ("gif animation", "16-bit png", "cmyk jpeg", "1-bit", "palette with transparency"):
+        assert response.json()["class_index"] == 7
+
+
+def test_oversized_upload_is_refused_before_reading(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", files=upload(os.urandom(11 * 1024 * 1024)))
+    assert response.status_code == 413
+    assert "MAX_UPLOAD_BYTES" in response.json()["error"]["message"]
+
+
+def test_oversized_chunked_upload_is_refused_while_streaming(client: TestClient) -> None:
+    def chunks():  # no Content-Length: the body arrives chunked
+        for _ in range(12):
+            yield b"x" * (1024 * 1024)
+
+    response = client.post(
+        "/predict?model=custom2", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("model=custom2&version=abc", 422),
+        ("model=custom2&version=-1", 422),
+        ("model=custom2&version=7", 404),
+        ("model=custom2&top_k=0", 422),
+        ("model=custom2&top_k=x", 422),
+        ("model=custom2&preprocess=magic", 422),
+        ("model=../../etc/passwd", 422),
+        ("model=fashion_mnist/custom2&dataset=mnist", 404),
+        ("model=" + "a" * 500, 422),
+    ],
+)
+def test_bad_parameters(client: TestClient, query: str, status: int) -> None:
+    response = client.post(f"/predict?{query}", files=upload(SEVEN))
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"]
+
+
+def test_extra_form_fields_are_refused(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", files=upload(SEVEN), data={"colour": "blue"})
+    assert response.status_code == 422
+    assert "colour" in response.json()["error"]["message"]
+
+
+def test_image_sent_as_text_field_is_refused(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", data={"image": "7.png"}, files={"x": ("x", b"")})
+    assert response.status_code == 422
+
+
+def test_several_images_come_back_in_order(client: TestClient) -> None:
+    paths = sorted((DATA / "mnist_test").glob("*.png"))[:5]
+    files = [("image", (path.name, path.read_bytes(), "image/png")) for path in paths]
+    response = client.post("/predict?model=custom2&top_k=2", files=files)
+    body = response.json()
+    assert response.status_code == 200
+    assert [p["class_index"] for p in body["predictions"]] == [int(path.stem.split("_")[1]) for path in paths]
+    assert all(len(p["top_k"]) == 2 for p in body["predictions"])
+
+
+def test_one_bad_image_among_several_fails_the_request_cleanly(client: TestClient) -> None:
+    files = [("image", ("a.png", SEVEN, "image/png")), ("image", ("b.txt", b"text", "text/plain"))]
+    assert client.post("/predict?model=custom2", files=files).status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"image": base64.b64encode(SEVEN).decode()}, 200),
+        ({"image": [base64.b64encode(SEVEN).decode()] * 2}, 200),
+        ({"image": "%%%not base64%%%"}, 400),
+        ({"image": 7}, 400),
+        ({"picture": "abc"}, 422),
+        ({"image": base64.b64encode(SEVEN).decode(), "extra": 1}, 422),
+        ([1, 2, 3], 422),
+    ],
+)
+def test_json_base64_body(client: TestClient, body: object, status: int) -> None:
+    response = client.post("/predict?model=custom2", json=body)
+    assert response.status_code == status, response.text
+
+
+def test_invalid_json_is_a_400(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", content=b"{oops", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+def test_other_content_types_are_415(client: TestClient) -> None:
+    response = client.post("/predict?model=custom2", content=SEVEN, headers={"content-type": "image/png"})
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["error"]["message"]
+
+
+def test_wrong_method_is_405(client: TestClient) -> None:
+    response = client.get("/predict?model=custom2")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_client_request_id_is_echoed_and_garbage_replaced(client: TestClient) -> None:
+    good = client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert good.headers["x-request-id"] == "abc-123"
+    bad = client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
+    assert bad.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:
+    for data, _ in REFUSED.values():
+        client.post("/predict?model=custom2", files=upload(data))
+    assert client.post("/predict?model=custom2", files=upload(SEVEN)).json()["class_index"] == 7

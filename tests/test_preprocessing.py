@@ -1,0 +1,144 @@
+"""Preprocessing: any decodable image becomes a valid model input; MNIST's procedure holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from app.errors import PayloadTooLarge, UnsupportedImage
+from app.preprocessing import decode_image, prepare_image, preprocess
+from tests.conftest import DATA
+from tests.images import digit_on_paper, encode, png_declaring
+
+SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "none": (28, 28, 1)}
+MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr"]
+
+
+def _mnist_digit() -> np.ndarray:
+    return np.asarray(Image.open(DATA / "7.png"))
+
+
+@st.composite
+def images(draw: st.DrawFn) -> Image.Image:
+    """Images of any supported mode, size from 1x1 to 300x300, random content."""
+    mode = draw(st.sampled_from(MODES))
+    width = draw(st.integers(1, 300))
+    height = draw(st.integers(1, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    kind = draw(st.sampled_from(["noise", "flat", "blob"]))
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    else:
+        rgb = np.full((height, width, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+        if kind == "blob":
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            rgb[top : top + max(1, height // 3), left : left + max(1, width // 3)] = rng.integers(0, 256, 3)
+    image = Image.fromarray(rgb)
+    if mode in ("I", "I;16", "F"):
+        values = rgb[..., 0].astype(np.int32) * 257
+        converted = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32))
+        return converted.convert("F") if mode == "F" else converted
+    if mode in ("LA", "PA", "RGBA"):
+        image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)))
+    return image.convert(mode)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(image=images(), method=st.sampled_from(sorted(SHAPES)))
+def test_any_image_becomes_a_valid_model_input(image: Image.Image, method: str) -> None:
+    shape = SHAPES[method]
+    result = preprocess(image, method, shape)
+    assert result.shape == shape
+    assert result.dtype == np.float32
+    assert np.isfinite(result).all()
+    assert result.min() >= 0.0 and result.max() <= 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(image=images(), fmt=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]))
+def test_saved_files_round_trip_through_prepare_image(image: Image.Image, fmt: str) -> None:
+    try:
+        data = encode(image if fmt != "JPEG" else image.convert("RGB"), fmt)
+    except (OSError, ValueError):
+        return  # Pillow cannot save this mode in this format; nothing to upload
+    result = prepare_image(data, method="mnist", shape=(28, 28, 1), max_pixels=10**6)
+    assert result.shape == (28, 28, 1) and 0.0 <= result.min() <= result.max() <= 1.0
+
+
+def test_mnist_digit_keeps_its_mnist_geometry() -> None:
+    result = preprocess(Image.open(DATA / "7.png"), "mnist", (28, 28, 1))[..., 0]
+    rows = np.flatnonzero(result.max(axis=1) > 0)
+    columns = np.flatnonzero(result.max(axis=0) > 0)
+    assert max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 in (20, 21, 22)
+    total = result.sum()
+    centre = (np.indices(result.shape) * result).reshape(2, -1).sum(axis=1) / total
+    assert np.allclose(centre, 13.5, atol=1.0)
+
+
+def test_dark_ink_on_paper_looks_like_the_white_on_black_original() -> None:
+    original = preprocess(Image.open(DATA / "7.png"), "mnist", (28, 28, 1))
+    photo = preprocess(digit_on_paper(_mnist_digit()), "mnist", (28, 28, 1))
+    assert np.abs(original - photo).mean() < 0.06
+
+
+def test_transparent_drawing_is_flattened_onto_white() -> None:
+    digit = _mnist_digit()
+    drawing = Image.new("RGBA", (140, 140), (0, 0, 0, 0))
+    ink = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
+    drawing.paste(Image.new("RGBA", ink.size, (0, 0, 0, 255)), (14, 14), ink)
+    result = preprocess(drawing, "mnist", (28, 28, 1))
+    original = preprocess(Image.open(DATA / "7.png"), "mnist", (28, 28, 1))
+    assert result.max() == pytest.approx(1.0, abs=0.05)
+    assert np.abs(original - result).mean() < 0.06
+
+
+def test_exif_orientation_is_applied() -> None:
+    tall = Image.new("L", (40, 80), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(tall, "JPEG", exif=exif)
+    assert decode_image(data, max_pixels=10**6).size == (80, 40)
+
+
+def test_first_frame_of_an_animation_is_used() -> None:
+    frames = [Image.new("L", (28, 28), value) for value in (0, 255)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert np.asarray(decode_image(data, max_pixels=10**6).convert("L")).max() == 0
+
+
+def test_sixteen_bit_image_is_scaled_not_clipped() -> None:
+    values = np.zeros((28, 28), dtype=np.uint16)
+    values[8:20, 12:16] = 32_000  # mid-grey ink in 16 bits
+    result = preprocess(Image.fromarray(values), "none", (28, 28, 1))
+    assert result.max() == pytest.approx(32_000 / 65_535, abs=0.01)
+
+
+def test_cifar_is_resized_by_the_shorter_side_and_centre_cropped() -> None:
+    image = Image.new("RGB", (128, 64), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 32, 64))  # a blue band on the left quarter, cropped away
+    result = preprocess(image, "cifar10", (32, 32, 3))
+    assert result.shape == (32, 32, 3)
+    assert result[..., 0].min() > 0.9 and result[..., 2].max() < 0.1
+
+
+def test_blank_image_gives_a_blank_input() -> None:
+    assert preprocess(Image.new("RGB", (50, 50), "white"), "mnist", (28, 28, 1)).max() == 0.0
+
+
+def test_declared_bomb_is_refused_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        decode_image(png_declaring(50_000, 50_000), max_pixels=40_000_000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image", encode(Image.new("L", (64, 64), 128))[:60], b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"],
+    ids=["empty", "text", "truncated", "pdf"],
+)
+def test_undecodable_data_is_refused(data: bytes) -> None:
+    with pytest.raises(UnsupportedImage):
+        decode_image(data, max_pixels=10**6)

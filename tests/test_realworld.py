@@ -1,0 +1,19 @@
+"""Real-world uploads (not MNIST) are classified through the API as well as promised."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.benchmarks.realworld import DEFAULT_IMAGES, evaluate
+
+
+def test_realworld_digit_set_is_large_and_labelled() -> None:
+    files = [path for path in DEFAULT_IMAGES.iterdir() if path.suffix in (".png", ".jpg")]
+    assert len(files) >= 200
+    assert {int(path.name[0]) for path in files} == set(range(10))
+
+
+def test_custom2_reads_real_world_digits(client: TestClient) -> None:
+    results = evaluate(client, DEFAULT_IMAGES, model="custom2", preprocess="auto")
+    correct, total = results["all"]
+    assert correct / total >= 0.90, results
