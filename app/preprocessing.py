@@ -75,17 +75,17 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            width, height = image.size
+            opened = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+            width, height = opened.size
             if width * height > max_pixels:
                 raise PayloadTooLarge(
                     f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
                 )
             if width < 1 or height < 1:
                 raise UnsupportedImage(f"image has no pixels ({width}x{height})")
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
+            opened.seek(0)
+            opened.load()
+            image: Image.Image = ImageOps.exif_transpose(opened) or opened
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLarge(f"image declares too many pixels ({error}); the limit is {max_pixels:,}") from error
     except UnidentifiedImageError as error:

@@ -14,6 +14,7 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,7 @@ def _iter_folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             handle = archive.extractfile(member)
             if handle is not None:
                 data = handle.read()
-                yield member.name.lstrip("./"), lambda data=data: data
+                yield member.name.lstrip("./"), partial(bytes, data)
 
 
 def load_image_folder(
@@ -259,11 +260,11 @@ def load_image_folder(
     def decode(split: str) -> tuple[np.ndarray, np.ndarray]:
         images, labels = [], []
         for label, data in samples[split]:
-            with Image.open(io.BytesIO(data)) as image:
-                image = image.convert(mode)
-                if (image.height, image.width) != size:
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
+            with Image.open(io.BytesIO(data)) as opened:
+                image = opened.convert(mode)
+            if (image.height, image.width) != size:
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            images.append(np.asarray(image, dtype=np.uint8))
             labels.append(index[label])
         return _as_nhwc(np.stack(images)), np.asarray(labels, dtype=np.int64)
 

@@ -201,13 +201,20 @@ async def predict(
     method = model.preprocessing if preprocess == "auto" else preprocess
     probabilities = await classify(model, payloads, method=method, max_pixels=settings.max_image_pixels)
     predictions = [make_prediction(row, class_names, top_k) for row in probabilities]
-    info = {
-        "model": model.model_id,
-        "dataset": model.dataset,
-        "arch": model.arch,
-        "version": model.version,
-        "preprocessing": method,
-    }
     if len(predictions) == 1:
-        return PredictResponse(**info, **predictions[0].model_dump())
-    return BatchPredictResponse(**info, predictions=predictions)
+        return PredictResponse(
+            model=model.model_id,
+            dataset=model.dataset,
+            arch=model.arch,
+            version=model.version,
+            preprocessing=method,
+            **predictions[0].model_dump(),
+        )
+    return BatchPredictResponse(
+        model=model.model_id,
+        dataset=model.dataset,
+        arch=model.arch,
+        version=model.version,
+        preprocessing=method,
+        predictions=predictions,
+    )
