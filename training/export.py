@@ -2,7 +2,8 @@
 
 Layout: `<store>/<dataset>/<arch>/<version>/` holds the SavedModel (`saved_model.pb`,
 `variables/`, a `serving_default` signature, as TensorFlow Serving loads it), and beside
-it `metadata.json`, `history.png`, `confusion_matrix.png`, `errors.png` and `summary.txt`.
+it `metadata.json`, `history.png`, `confusion_matrix.png`, `errors.png`, `summary.txt`
+(the architecture) and `epochs.csv` (one line per epoch).
 `metadata.json` is the contract with the service, which never imports this package.
 """
 
@@ -28,7 +29,7 @@ from training.train import TrainConfig, TrainResult
 
 __all__ = ["export_model", "git_commit", "next_version"]
 
-REPORT_FILES = ("history.png", "confusion_matrix.png", "errors.png", "summary.txt")
+REPORT_FILES = ("history.png", "confusion_matrix.png", "errors.png", "summary.txt", "epochs.csv")
 
 
 def git_commit() -> str | None:
@@ -108,6 +109,8 @@ def export_model(
         staging / "errors.png", title=title,
     )  # fmt: skip
     (staging / "summary.txt").write_text(_summary(result.model))
+    if (config.run_dir / "epochs.csv").is_file():
+        shutil.copyfile(config.run_dir / "epochs.csv", staging / "epochs.csv")
 
     epoch_seconds = [round(seconds, 2) for seconds in result.epoch_seconds]
     metadata: dict[str, Any] = {

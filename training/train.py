@@ -10,10 +10,12 @@ the train, validation and test sets.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,8 @@ class TrainResult:
         epoch_seconds: Wall time of each epoch in seconds.
         metrics: `{split: {"loss": float, "accuracy": float}}` for train, val and test.
         test_probabilities: float32 (N_test, classes) softmax outputs on the test set.
-        training_seconds: Wall time of `fit`, in seconds.
+        training_seconds: Wall time of `fit` in this process, in seconds (after a resume,
+            only the resumed part; `epoch_seconds` covers every epoch).
         train_size: Images used for training (after the validation split).
         val_size: Images held out for validation.
     """
@@ -84,18 +87,32 @@ class TrainResult:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of each epoch in seconds in `epoch_seconds`."""
+    """Adds the epoch's wall time in seconds to the epoch logs as `epoch_seconds`.
+
+    Placed before CSVLogger, so the per-epoch log line carries it too.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.epoch_seconds: list[float] = []
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self._start)
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def read_epoch_log(path: Path) -> dict[str, list[float]]:
+    """The per-epoch metrics CSVLogger wrote, as {metric: [value per epoch]}.
+
+    Covers every epoch of a run, including those before a `--resume`.
+    """
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = [key for key in (rows[0] if rows else {}) if key != "epoch"]
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")] for key in keys}
 
 
 def split_validation(
@@ -181,6 +198,7 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Opt
 def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras.callbacks.Callback]:
     """Checkpoint, schedule, early-stopping, backup and log callbacks of the recipe."""
     callbacks: list[keras.callbacks.Callback] = [
+        EpochTimer(),
         keras.callbacks.ModelCheckpoint(
             run_dir / "best.weights.h5",
             monitor="val_accuracy",
@@ -201,12 +219,13 @@ def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras
     return callbacks
 
 
-def train(dataset: Dataset, config: TrainConfig) -> TrainResult:
+def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train `config.arch` on `dataset` with `config.recipe` and evaluate it.
 
     Args:
         dataset: The data; in quick mode only its first 512 train and 256 test images are used.
         config: Architecture, recipe, seed, run folder and options.
+        callbacks: Extra Keras callbacks, run after the recipe's.
 
     Returns:
         The model with its best weights and the metrics measured in this run.
@@ -241,18 +260,18 @@ def train(dataset: Dataset, config: TrainConfig) -> TrainResult:
     if not config.resume and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    timer = EpochTimer()
     started = time.perf_counter()
-    fit = model.fit(
+    model.fit(
         train_data,
         validation_data=val_data,
         epochs=epochs,
         class_weight=config.class_weight,
-        callbacks=[*make_callbacks(recipe, run_dir, resume=config.resume), timer],
+        callbacks=[*make_callbacks(recipe, run_dir, resume=config.resume), *callbacks],
         verbose=1,
     )
     training_seconds = time.perf_counter() - started
-    history = {key: [float(value) for value in values] for key, values in fit.history.items()}
+    history = read_epoch_log(run_dir / "epochs.csv")
+    epoch_seconds = history.pop("epoch_seconds", [])
     best_epoch = int(np.argmax(history["val_accuracy"])) if history.get("val_accuracy") else 0
     model.load_weights(run_dir / "best.weights.h5")
 
@@ -271,7 +290,7 @@ def train(dataset: Dataset, config: TrainConfig) -> TrainResult:
     return TrainResult(
         model=model,
         history=history,
-        epoch_seconds=timer.epoch_seconds,
+        epoch_seconds=epoch_seconds,
         metrics=metrics,
         test_probabilities=np.asarray(test_probabilities, dtype=np.float32),
         training_seconds=training_seconds,
