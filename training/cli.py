@@ -91,9 +91,10 @@ def resolve_recipe(arch: str, overrides: dict[str, Any]) -> Recipe:
 def run_training(args: argparse.Namespace, command: str) -> Path:
     """Load the data, train, evaluate and export one model; return its version folder."""
     from training.datasets import load_dataset
-    from training.export import export_model, next_version
+    from training.export import export_model, git_commit, next_version
     from training.train import TrainConfig, train
 
+    commit = git_commit()  # the code this run starts from
     dataset = load_dataset(args.dataset, args.data_dir)
     class_weight = args.class_weight
     if class_weight == "balanced":
@@ -114,7 +115,14 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
     logger.info("training %s on %s (%s) -> version %d", args.arch, dataset.name, dataset.source, version)
     result = train(dataset, config)
     target = export_model(
-        result, dataset, config, store_dir=args.output_dir, version=version, command=command, force=args.force
+        result,
+        dataset,
+        config,
+        store_dir=args.output_dir,
+        version=version,
+        command=command,
+        commit=commit,
+        force=args.force,
     )
     test = result.metrics["test"]
     print(f"exported {target}: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")

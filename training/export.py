@@ -71,6 +71,7 @@ def export_model(
     store_dir: Path,
     version: int,
     command: str,
+    commit: str | None = None,
     force: bool = False,
 ) -> Path:
     """Write the SavedModel, `metadata.json` and the reports of a finished run.
@@ -82,6 +83,7 @@ def export_model(
         store_dir: Root of the model store.
         version: Integer version folder to write.
         command: The command line that produced the run, recorded for repeating it.
+        commit: The git commit the run started from (default: the current one).
         force: Replace an existing version folder.
 
     Returns:
@@ -145,7 +147,7 @@ def export_model(
         "command": command,
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,
-        "git_commit": git_commit(),
+        "git_commit": commit or git_commit(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
