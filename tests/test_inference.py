@@ -18,9 +18,7 @@ def _model(client: TestClient, name: str = "custom2") -> LoadedModel:
 
 def _digits(count: int) -> list[np.ndarray]:
     paths = sorted((DATA / "mnist_test").glob("*.png"))[:count]
-    return [
-        prepare_image(path.read_bytes(), method="mnist", shape=(28, 28, 1), max_pixels=10**6) for path in paths
-    ]
+    return [prepare_image(path.read_bytes(), method="mnist", shape=(28, 28, 1), max_pixels=10**6) for path in paths]
 
 
 def test_concurrent_requests_share_model_calls(client: TestClient) -> None:

@@ -86,10 +86,11 @@ class TrainResult:
     best_epoch: int = field(default=0)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Adds the epoch's wall time in seconds to the epoch logs as `epoch_seconds`.
+class EpochStats(keras.callbacks.Callback):
+    """Adds the epoch's wall time in seconds (`epoch_seconds`) and the learning rate at
+    its end (`learning_rate`, also under a schedule) to the epoch logs.
 
-    Placed before CSVLogger, so the per-epoch log line carries it too.
+    Placed before CSVLogger, so the per-epoch log line carries them too.
     """
 
     def __init__(self) -> None:
@@ -102,6 +103,7 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
 def read_epoch_log(path: Path) -> dict[str, list[float]]:
@@ -198,7 +200,7 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Opt
 def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras.callbacks.Callback]:
     """Checkpoint, schedule, early-stopping, backup and log callbacks of the recipe."""
     callbacks: list[keras.callbacks.Callback] = [
-        EpochTimer(),
+        EpochStats(),
         keras.callbacks.ModelCheckpoint(
             run_dir / "best.weights.h5",
             monitor="val_accuracy",

@@ -1,0 +1,93 @@
+"""Quick-mode training on every dataset with the zoo's training options; the zoo file itself."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import keras
+import pytest
+
+from training.architectures import ARCHITECTURES
+from training.cli import ZOO_FILE, main, resolve_recipe
+from training.datasets import load_dataset
+from training.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path: Path, data_dir: Path, *flags: str) -> dict:
+    store = tmp_path / "store"
+    argv = ["train", "--quick", "--data-dir", str(data_dir), "--output-dir", str(store)]
+    main([*argv, "--run-dir", str(tmp_path / "run"), *flags])
+    (metadata_path,) = store.glob("*/*/*/metadata.json")
+    return json.loads(metadata_path.read_text())
+
+
+def test_fashion_mlp_with_l2_and_class_weights(tmp_path: Path, data_dir: Path) -> None:
+    metadata = _train(
+        tmp_path, data_dir, "--dataset", "fashion_mnist", "--arch", "mlp4_l2", "--l2", "0.01",
+        "--class-weight", "balanced",
+    )  # fmt: skip
+    assert metadata["class_names"][0] == "T-shirt/top"
+    assert metadata["recipe"]["options"] == {"l2": 0.01}
+    assert len(metadata["class_weight"]) == 10
+    assert metadata["preprocessing"] == "fashion_mnist"
+
+
+def test_fashion_cnn_with_exponential_schedule(tmp_path: Path, data_dir: Path) -> None:
+    metadata = _train(
+        tmp_path, data_dir, "--dataset", "fashion_mnist", "--arch", "lenet", "--lr-schedule", "exponential",
+        "--decay-epochs", "0.5", "--decay-rate", "0.5", "--steps-per-execution", "4",
+    )  # fmt: skip
+    assert metadata["recipe"]["lr_schedule"] == "exponential"
+    assert metadata["steps_per_execution"] == 4
+    assert metadata["history"]["learning_rate"][0] < 1e-3  # decayed within the epoch
+
+
+def test_cifar_mlp_and_cnn_with_augmentation(tmp_path: Path, data_dir: Path) -> None:
+    mlp = _train(tmp_path / "mlp", data_dir, "--dataset", "cifar10", "--arch", "mlp_dropout", "--epochs", "2")
+    assert mlp["input_shape"] == [32, 32, 3] and mlp["class_names"][9] == "truck"
+    assert mlp["recipe"]["optimizer"] == "sgd"
+    cnn = _train(tmp_path / "cnn", data_dir, "--dataset", "cifar10", "--arch", "cifar_cnn1", "--augment")
+    assert cnn["recipe"]["augment"] is True
+    assert cnn["parameter_count"] == 1_602_058
+    assert len(cnn["per_class"]) == 10 and {"precision", "recall"} <= set(cnn["per_class"][0])
+
+
+# Keras' CSVLogger leaves its file open when fit() is interrupted; the test interrupts it.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_resume_continues_an_interrupted_run(tmp_path: Path, data_dir: Path) -> None:
+    class Killed(Exception):
+        pass
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise Killed("the machine went down after epoch 2")
+
+    dataset = load_dataset("mnist", data_dir).take(600, 100)
+    recipe = resolve_recipe("mlp", {"epochs": 4})
+    config = TrainConfig(arch="mlp", recipe=recipe, run_dir=tmp_path / "run")
+    with pytest.raises(Killed):
+        train(dataset, config, callbacks=[Interrupt()])
+    assert (tmp_path / "run" / "backup").is_dir()
+    resumed = train(dataset, TrainConfig(arch="mlp", recipe=recipe, run_dir=tmp_path / "run", resume=True))
+    assert len(resumed.history["loss"]) == 4  # two epochs before the interruption, two after
+    assert len(resumed.epoch_seconds) == 4
+
+
+def test_zoo_file_lists_valid_entries() -> None:
+    entries = tomllib.loads(ZOO_FILE.read_text())["model"]
+    assert len(entries) >= 25
+    for entry in entries:
+        assert entry["arch"] in ARCHITECTURES
+        assert entry["dataset"] in ("mnist", "fashion_mnist", "cifar10")
+
+
+def test_zoo_skips_models_in_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mnist" / "mlp" / "1").mkdir(parents=True)
+    (tmp_path / "mnist" / "mlp" / "1" / "metadata.json").write_text("{}")
+    main(["zoo", "--only", "mnist/mlp", "--output-dir", str(tmp_path)])
+    assert "skip mnist/mlp" in capsys.readouterr().out
