@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit, bytes")
     max_image_pixels: int = Field(40_000_000, ge=1, description="declared width x height limit, pixels")
     max_images_per_request: int = Field(64, ge=1)
+    inline_preprocess_pixels: int = Field(
+        4096, ge=0, description="images up to this many pixels are preprocessed on the event loop (0: never)"
+    )
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
     warmup: bool = True

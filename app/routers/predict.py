@@ -6,16 +6,15 @@ import asyncio
 import base64
 import binascii
 import json
-from functools import partial
 from typing import Annotated, Any, Literal
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
+from app.config import Settings
 from app.deps import ModelDep, SettingsDep
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedImage, ValidationFailed
-from app.preprocessing import prepare_image
+from app.preprocessing import prepare_image_async
 from app.registry import LoadedModel
 from app.schemas import BatchPredictResponse, ClassProbability, ErrorResponse, Prediction, PredictResponse
 
@@ -157,20 +156,25 @@ async def read_images(request: Request, *, max_files: int) -> list[bytes]:
         return [await upload.read() for upload in uploads if not isinstance(upload, str)]
 
 
-async def classify(
-    model: LoadedModel,
-    payloads: list[bytes],
-    *,
-    method: str,
-    max_pixels: int,
-) -> list[np.ndarray]:
-    """Preprocess each image in a worker thread and run it through the model's batcher.
+async def classify(model: LoadedModel, payloads: list[bytes], *, method: str, settings: Settings) -> list[np.ndarray]:
+    """Preprocess each image (off the event loop unless tiny) and run it through the model's batcher.
 
     Returns:
         One float32 (classes,) probability vector per payload, in order.
+
+    Raises:
+        UnsupportedImage, PayloadTooLarge: A payload is not an acceptable image.
     """
-    prepare = partial(prepare_image, method=method, shape=model.input_shape, max_pixels=max_pixels)
-    inputs = [await anyio.to_thread.run_sync(prepare, data) for data in payloads]
+    inputs = [
+        await prepare_image_async(
+            data,
+            method=method,
+            shape=model.input_shape,
+            max_pixels=settings.max_image_pixels,
+            inline_pixels=settings.inline_preprocess_pixels,
+        )
+        for data in payloads
+    ]
     return list(await asyncio.gather(*(model.predict(x) for x in inputs)))
 
 
@@ -199,7 +203,7 @@ async def predict(
     if top_k is not None and top_k > len(class_names):
         raise ValidationFailed(f"top_k must be between 1 and {len(class_names)} for {model.model_id}")
     method = model.preprocessing if preprocess == "auto" else preprocess
-    probabilities = await classify(model, payloads, method=method, max_pixels=settings.max_image_pixels)
+    probabilities = await classify(model, payloads, method=method, settings=settings)
     predictions = [make_prediction(row, class_names, top_k) for row in probabilities]
     if len(predictions) == 1:
         return PredictResponse(

@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from functools import partial
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
+from app.config import Settings
 from app.deps import RegistryDep, SettingsDep
 from app.errors import BadRequest, ModelNotFound
-from app.preprocessing import prepare_image
+from app.preprocessing import prepare_image_async
 from app.registry import SIGNATURE, LoadedModel, ModelRegistry
 
 
@@ -86,13 +85,23 @@ def _instance_to_input(instance: Any, model: LoadedModel, max_pixels: int) -> np
     return tensor
 
 
-async def _run(model: LoadedModel, instances: list[Any], max_pixels: int) -> list[list[float]]:
+async def _run(model: LoadedModel, instances: list[Any], max_pixels: int, inline_pixels: int) -> list[list[float]]:
     """Probabilities of every instance, in order."""
     if not instances:
         raise BadRequest("no instances to predict")
     prepared = [_instance_to_input(instance, model, max_pixels) for instance in instances]
-    prepare = partial(prepare_image, method=model.preprocessing, shape=model.input_shape, max_pixels=max_pixels)
-    inputs = [await anyio.to_thread.run_sync(prepare, item) if isinstance(item, bytes) else item for item in prepared]
+    inputs = [
+        await prepare_image_async(
+            item,
+            method=model.preprocessing,
+            shape=model.input_shape,
+            max_pixels=max_pixels,
+            inline_pixels=inline_pixels,
+        )
+        if isinstance(item, bytes)
+        else item
+        for item in prepared
+    ]
     outputs = await asyncio.gather(*(model.predict(x) for x in inputs))
     return [row.tolist() for row in outputs]
 
@@ -123,10 +132,10 @@ def _instances_of(body: dict[str, Any]) -> tuple[list[Any], bool]:
     return inputs, True
 
 
-async def _predict(registry: ModelRegistry, settings: Any, name: str, version: int | None, body: Any) -> dict:
+async def _predict(registry: ModelRegistry, settings: Settings, name: str, version: int | None, body: Any) -> dict:
     model = resolve(registry, name, version)
     instances, columnar = _instances_of(body)
-    predictions = await _run(model, instances, settings.max_image_pixels)
+    predictions = await _run(model, instances, settings.max_image_pixels, settings.inline_preprocess_pixels)
     return {"outputs": predictions} if columnar else {"predictions": predictions}
 
 

@@ -1,19 +1,17 @@
 """The floor reference: the service's own app plus an upload route that runs no model.
 
 `POST /floor` reads the multipart upload with the same code as `/predict` and decodes and
-preprocesses the image in a worker thread, then answers a fixed-size JSON body. Served
+preprocesses the image exactly as /predict does (same settings), then answers a fixed-size JSON body. Served
 with `uvicorn tests.benchmarks.floor_app:app`.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
-import anyio
 from fastapi import Request
 
+from app.config import get_settings
 from app.main import create_app
-from app.preprocessing import prepare_image
+from app.preprocessing import prepare_image_async
 from app.routers.predict import read_images
 
 app = create_app()
@@ -23,6 +21,12 @@ app = create_app()
 async def floor(request: Request) -> dict[str, object]:
     """Decode and preprocess the upload like /predict, without a model call."""
     (data,) = await read_images(request, max_files=1)
-    prepare = partial(prepare_image, method="mnist", shape=(28, 28, 1), max_pixels=40_000_000)
-    inputs = await anyio.to_thread.run_sync(prepare, data)
+    settings = get_settings()
+    inputs = await prepare_image_async(
+        data,
+        method="mnist",
+        shape=(28, 28, 1),
+        max_pixels=settings.max_image_pixels,
+        inline_pixels=settings.inline_preprocess_pixels,
+    )
     return {"class_index": 0, "mean": float(inputs.mean()), "probabilities": [0.1] * 10}

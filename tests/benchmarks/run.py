@@ -99,7 +99,17 @@ class Server:
 
 def run_wrk(url: str, image: Path, concurrency: int, duration: float) -> dict[str, Any]:
     """One wrk run with one thread and `concurrency` connections; its JSON summary."""
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s", "-s", str(LUA), url]
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
     output = subprocess.run([*command, "--", str(image)], capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("JSON "))
     result = json.loads(line[5:])
