@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import anyio
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -34,15 +34,21 @@ class DynamicBatcher:
 
     Args:
         run_batch: Blocking function from a stacked batch (N, *input_shape) to outputs
-            (N, ...); run in a worker thread, one batch at a time.
+            (N, ...); run in the batcher's own worker thread(s), off the event loop.
         max_batch_size: Most inputs per call.
         batch_timeout_ms: Longest wait after the first input of a batch, in ms.
+        max_concurrent_batches: Batches run at the same time; with 2, the next batch is
+            formed and started while the previous one still runs (pipelining).
         name: Used in log messages.
 
     Use inside a running event loop: `await batcher.start()`, `await batcher.submit(x)`,
     `await batcher.stop()`. The batches are run by a single background task, so the
     model is never called twice at once; callers that are cancelled while waiting are
     dropped from their batch.
+
+    Requests still being read or preprocessed can announce themselves with
+    `with batcher.arriving():`. A batch waits for more inputs only while some are on
+    their way: a lone request (concurrency 1) runs at once instead of paying the timeout.
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class DynamicBatcher:
         *,
         max_batch_size: int = 32,
         batch_timeout_ms: float = 2.0,
+        max_concurrent_batches: int = 1,
         name: str = "model",
     ) -> None:
         if max_batch_size < 1:
@@ -58,14 +65,18 @@ class DynamicBatcher:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout_ms / 1000.0
+        self.max_concurrent_batches = max(1, max_concurrent_batches)
         self.name = name
         self.batches_run = 0
+        self.on_the_way = 0
+        self._executor: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the background task that forms and runs batches."""
         if self._task is None:
+            self._executor = ThreadPoolExecutor(self.max_concurrent_batches, thread_name_prefix=f"model-{self.name}")
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._serve(), name=f"batcher-{self.name}")
 
@@ -78,6 +89,18 @@ class DynamicBatcher:
             self._task = None
         while self._queue is not None and not self._queue.empty():
             self._queue.get_nowait().future.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @contextlib.contextmanager
+    def arriving(self, count: int = 1) -> Iterator[None]:
+        """Mark `count` inputs as on their way (being read or preprocessed) until exit."""
+        self.on_the_way += count
+        try:
+            yield
+        finally:
+            self.on_the_way -= count
 
     async def submit(self, inputs: np.ndarray) -> np.ndarray:
         """Queue one input (without batch axis) and wait for its output row.
@@ -93,7 +116,7 @@ class DynamicBatcher:
         return await future
 
     async def _collect(self) -> list[_Pending]:
-        """Wait for a first input, then gather more until full or timed out."""
+        """Wait for a first input, then gather more until full, timed out, or none on the way."""
         assert self._queue is not None
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
@@ -103,7 +126,7 @@ class DynamicBatcher:
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or not self.on_the_way:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
@@ -112,15 +135,35 @@ class DynamicBatcher:
         return [pending for pending in batch if not pending.future.done()]
 
     async def _serve(self) -> None:
-        while True:
-            batch = await self._collect()
-            if batch:
+        """Form batches one after another; run up to `max_concurrent_batches` at once."""
+        slots = asyncio.Semaphore(self.max_concurrent_batches)
+        running: set[asyncio.Task[None]] = set()
+
+        async def run_and_release(batch: list[_Pending]) -> None:
+            try:
                 await self._run(batch)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                batch = await self._collect()
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(run_and_release(batch))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _run(self, batch: list[_Pending]) -> None:
         """Run one batch; if it fails, run its inputs one by one so only the bad one fails."""
         try:
-            outputs = await anyio.to_thread.run_sync(self.run_batch, np.stack([p.inputs for p in batch]))
+            inputs = np.stack([pending.inputs for pending in batch])
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, inputs)
             self.batches_run += 1
         except Exception as error:
             if len(batch) == 1:

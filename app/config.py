@@ -20,11 +20,14 @@ class BatchingSettings(BaseModel):
         max_batch_size: Most images per model call.
         batch_timeout_ms: Longest wait, in milliseconds, after the first image of a batch
             for more to arrive.
+        max_concurrent_batches: Model calls in flight at once (2 pipelines batch forming
+            with the previous call).
     """
 
     enabled: bool = True
     max_batch_size: int = Field(32, ge=1, le=1024)
     batch_timeout_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_concurrent_batches: int = Field(1, ge=1, le=16)
 
 
 class Settings(BaseSettings):

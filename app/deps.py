@@ -10,15 +10,28 @@ from app.config import Settings, get_settings
 from app.errors import NotReady
 from app.registry import LoadedModel, ModelRegistry
 
-__all__ = ["ModelDep", "RegistryDep", "SettingsDep", "get_model", "get_registry"]
+__all__ = ["ModelDep", "RegistryDep", "SettingsDep", "get_model", "get_registry", "settings_in_use"]
+
+# Dependencies are coroutines: FastAPI runs plain `def` dependencies in a worker thread,
+# a hop that costs more than the lookups themselves.
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MODEL_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})?$"
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def settings_in_use(request: Request) -> Settings:
+    """The settings the lifespan started with (`get_settings()`, or a test's override of it).
+
+    A coroutine, so FastAPI resolves it on the event loop instead of a thread.
+    """
+    settings = getattr(request.state, "settings", None)
+    return settings if settings is not None else get_settings()
 
 
-def get_registry(request: Request) -> ModelRegistry:
+SettingsDep = Annotated[Settings, Depends(settings_in_use)]
+
+
+async def get_registry(request: Request) -> ModelRegistry:
     """The registry the lifespan loaded.
 
     Raises:
@@ -33,7 +46,7 @@ def get_registry(request: Request) -> ModelRegistry:
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def get_model(
+async def get_model(
     registry: RegistryDep,
     model: Annotated[
         str,

@@ -60,7 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         "ready: %d model versions from %s in %.1f s", len(registry), settings.models_dir, time.perf_counter() - started
     )
     try:
-        yield {"registry": registry}
+        yield {"registry": registry, "settings": settings}
     finally:
         await registry.stop()
 

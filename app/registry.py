@@ -9,6 +9,7 @@ use, so importing the app stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -137,6 +138,10 @@ class LoadedModel:
         outputs = self.function(**{self.input_name: tf.constant(inputs, dtype=tf.float32)})
         return outputs[self.output_name].numpy()[:count]
 
+    def arriving(self, count: int = 1) -> contextlib.AbstractContextManager[None]:
+        """Tell the batcher `count` inputs are being read or preprocessed (see DynamicBatcher)."""
+        return self.batcher.arriving(count) if self.batcher is not None else contextlib.nullcontext()
+
     async def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities float32 (classes,) of one input float32 (H, W, C), through the batcher."""
         if self.batcher is not None:
@@ -222,6 +227,7 @@ class ModelRegistry:
                     model.predict_batch,
                     max_batch_size=settings.max_batch_size,
                     batch_timeout_ms=settings.batch_timeout_ms,
+                    max_concurrent_batches=settings.max_concurrent_batches,
                     name=f"{model_id}/{model.version}",
                 )
             logger.info("loaded %s v%d in %.2f s", model_id, model.version, model.load_seconds)

@@ -61,7 +61,7 @@ def test_concurrent_requests_are_batched_up_to_max_size() -> None:
     assert recorder.sizes == [8, 8, 4]
 
 
-def test_a_lone_request_waits_only_the_timeout() -> None:
+def test_a_lone_request_runs_at_once() -> None:
     recorder = Recorder()
 
     async def body(batcher: DynamicBatcher) -> float:
@@ -69,17 +69,47 @@ def test_a_lone_request_waits_only_the_timeout() -> None:
         await batcher.submit(np.zeros(2))
         return time.perf_counter() - started
 
+    elapsed = asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=500))
+    assert recorder.sizes == [1]
+    assert elapsed < 0.4  # nothing else was on its way, so it did not wait the 500 ms
+
+
+def test_a_batch_waits_for_requests_on_their_way() -> None:
+    recorder = Recorder()
+
+    async def body(batcher: DynamicBatcher) -> None:
+        async def slow_request() -> np.ndarray:
+            with batcher.arriving():
+                await asyncio.sleep(0.05)  # still being read and preprocessed
+            return await batcher.submit(np.zeros(2))
+
+        await asyncio.gather(batcher.submit(np.zeros(2)), slow_request())
+
+    asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=500))
+    assert recorder.sizes == [2]
+
+
+def test_a_lone_request_waits_at_most_the_timeout() -> None:
+    recorder = Recorder()
+
+    async def body(batcher: DynamicBatcher) -> float:
+        with batcher.arriving():  # announced, but never submitted
+            started = time.perf_counter()
+            await batcher.submit(np.zeros(2))
+            return time.perf_counter() - started
+
     elapsed = asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=30))
     assert recorder.sizes == [1]
-    assert elapsed >= 0.025  # it waited for company, then ran alone
+    assert 0.025 <= elapsed < 1.0
 
 
 def test_requests_after_the_timeout_go_in_the_next_batch() -> None:
     recorder = Recorder()
 
     async def body(batcher: DynamicBatcher) -> None:
-        first = asyncio.ensure_future(batcher.submit(np.zeros(1)))
-        await asyncio.sleep(0.1)
+        with batcher.arriving():
+            first = asyncio.ensure_future(batcher.submit(np.zeros(1)))
+            await asyncio.sleep(0.1)
         await asyncio.gather(first, batcher.submit(np.zeros(1)))
 
     asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=10))

@@ -156,16 +156,18 @@ async def read_images(request: Request, *, max_files: int) -> list[bytes]:
         return [await upload.read() for upload in uploads if not isinstance(upload, str)]
 
 
-async def classify(model: LoadedModel, payloads: list[bytes], *, method: str, settings: Settings) -> list[np.ndarray]:
-    """Preprocess each image (off the event loop unless tiny) and run it through the model's batcher.
+async def prepare_inputs(
+    model: LoadedModel, payloads: list[bytes], *, method: str, settings: Settings
+) -> list[np.ndarray]:
+    """Decode and preprocess each payload into the model's input (off the event loop unless tiny).
 
     Returns:
-        One float32 (classes,) probability vector per payload, in order.
+        float32 arrays of the model's input shape, in payload order.
 
     Raises:
         UnsupportedImage, PayloadTooLarge: A payload is not an acceptable image.
     """
-    inputs = [
+    return [
         await prepare_image_async(
             data,
             method=method,
@@ -175,7 +177,6 @@ async def classify(model: LoadedModel, payloads: list[bytes], *, method: str, se
         )
         for data in payloads
     ]
-    return list(await asyncio.gather(*(model.predict(x) for x in inputs)))
 
 
 @router.post(
@@ -196,14 +197,17 @@ async def predict(
     ] = "auto",
 ) -> PredictResponse | BatchPredictResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
-    payloads = await read_images(request, max_files=settings.max_images_per_request)
-    if len(payloads) > settings.max_images_per_request:
-        raise PayloadTooLarge(f"{len(payloads)} images in one request; the limit is {settings.max_images_per_request}")
     class_names = model.class_names
     if top_k is not None and top_k > len(class_names):
         raise ValidationFailed(f"top_k must be between 1 and {len(class_names)} for {model.model_id}")
     method = model.preprocessing if preprocess == "auto" else preprocess
-    probabilities = await classify(model, payloads, method=method, settings=settings)
+    with model.arriving():  # lets the batcher wait for this request while it is read and preprocessed
+        payloads = await read_images(request, max_files=settings.max_images_per_request)
+        if len(payloads) > settings.max_images_per_request:
+            limit = settings.max_images_per_request
+            raise PayloadTooLarge(f"{len(payloads)} images in one request; the limit is {limit}")
+        inputs = await prepare_inputs(model, payloads, method=method, settings=settings)
+    probabilities = list(await asyncio.gather(*(model.predict(x) for x in inputs)))
     predictions = [make_prediction(row, class_names, top_k) for row in probabilities]
     if len(predictions) == 1:
         return PredictResponse(

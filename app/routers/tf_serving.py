@@ -90,7 +90,17 @@ async def _run(model: LoadedModel, instances: list[Any], max_pixels: int, inline
     if not instances:
         raise BadRequest("no instances to predict")
     prepared = [_instance_to_input(instance, model, max_pixels) for instance in instances]
-    inputs = [
+    with model.arriving():
+        inputs = await _prepare(model, prepared, max_pixels, inline_pixels)
+    outputs = await asyncio.gather(*(model.predict(x) for x in inputs))
+    return [row.tolist() for row in outputs]
+
+
+async def _prepare(
+    model: LoadedModel, prepared: list[np.ndarray | bytes], max_pixels: int, inline_pixels: int
+) -> list[np.ndarray]:
+    """Images (b64 instances) preprocessed; tensors passed through."""
+    return [
         await prepare_image_async(
             item,
             method=model.preprocessing,
@@ -102,8 +112,6 @@ async def _run(model: LoadedModel, instances: list[Any], max_pixels: int, inline
         else item
         for item in prepared
     ]
-    outputs = await asyncio.gather(*(model.predict(x) for x in inputs))
-    return [row.tolist() for row in outputs]
 
 
 def _instances_of(body: dict[str, Any]) -> tuple[list[Any], bool]:
