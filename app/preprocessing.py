@@ -143,19 +143,30 @@ def _quantile(histogram: np.ndarray, fraction: float) -> int:
     return int(np.searchsorted(cumulative, fraction * cumulative[-1]))
 
 
-def _border_median(gray: Image.Image) -> int:
-    """Median gray level (0-255) of the outermost 2-pixel frame of an `L` image."""
+def _border_median(gray: Image.Image, *, corners_only: bool = False) -> int:
+    """Median gray level (0-255) of the outermost frame of an `L` image.
+
+    Args:
+        gray: The image.
+        corners_only: Use only the four corner squares (an eighth of the shorter side
+            each), for objects like garments that may touch the middle of every edge.
+    """
     width, height = gray.size
-    band = max(1, min(2, min(width, height) // 4))
-    strips = [(0, 0, width, band), (0, height - band, width, height), (0, 0, band, height)]
-    strips.append((width - band, 0, width, height))
+    if corners_only:
+        side = max(1, min(width, height) // 8)
+        boxes = [(0, 0), (width - side, 0), (0, height - side), (width - side, height - side)]
+        strips = [(left, top, left + side, top + side) for left, top in boxes]
+    else:
+        band = max(1, min(2, min(width, height) // 4))
+        strips = [(0, 0, width, band), (0, height - band, width, height), (0, 0, band, height)]
+        strips.append((width - band, 0, width, height))
     histogram = np.sum([gray.crop(box).histogram() for box in strips], axis=0)
     return _quantile(histogram, 0.5)
 
 
-def _light_on_dark(gray: Image.Image) -> tuple[Image.Image, int]:
-    """Invert an `L` image whose border is light; return it and its background level."""
-    median = _border_median(gray)
+def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:
+    """Invert an `L` image whose background is light; return it and its background level."""
+    median = _border_median(gray, corners_only=corners_only)
     if median > 127:
         return ImageOps.invert(gray), 255 - median
     return gray, median
@@ -235,8 +246,8 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
         centre_y = float(array.sum(axis=1) @ np.arange(height)) / total
         centre_x = float(array.sum(axis=0) @ np.arange(width)) / total
         top, left = round(side / 2 - 0.5 - centre_y), round(side / 2 - 0.5 - centre_x)
-    else:
-        top, left = (side - height) // 2, (side - width) // 2
+    else:  # odd margins put the extra pixel before the object, as Fashion-MNIST's padding does
+        top, left = (side - height + 1) // 2, (side - width + 1) // 2
     top = min(max(top, 0), side - height) if height <= side else 0
     left = min(max(left, 0), side - width) if width <= side else 0
     frame = np.zeros((side, side), dtype=np.float32)
@@ -261,10 +272,10 @@ def preprocess_fashion(image: Image.Image, size: tuple[int, int] = (28, 28)) -> 
     Unlike digits, the object's own shading is kept: the background level is subtracted
     and the rest scaled, without ink thresholding.
     """
-    gray, background = _light_on_dark(_reduce(_to_8bit(image, "L"), WORKING_SIZE))
+    gray, background = _light_on_dark(_reduce(_to_8bit(image, "L"), WORKING_SIZE), corners_only=True)
     scale = 255.0 / max(1, 255 - background)
     gray = gray.point([min(255, max(0, round((level - background) * scale))) for level in range(256)])
-    box = gray.point([255 if level > 12 else 0 for level in range(256)]).getbbox()
+    box = gray.point([255 if level > 40 else 0 for level in range(256)]).getbbox()
     if box is None:
         return np.zeros((*size, 1), dtype=np.float32)
     crop = gray.crop(box)
