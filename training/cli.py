@@ -162,6 +162,20 @@ def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
         )
 
 
+def print_markdown(models: Sequence[dict[str, Any]]) -> None:
+    """Print the leaderboard as a Markdown table (the README's model table)."""
+    print("| dataset | model | params | train acc | val acc | test acc | test loss | epochs | s/epoch | train time |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for item in sorted(models, key=lambda m: (m["dataset"], -m["metrics"]["test"]["accuracy"])):
+        metrics = item["metrics"]
+        print(
+            f"| {item['dataset']} | {item['arch']} v{item['version']} | {item['parameter_count']:,} "
+            f"| {metrics['train']['accuracy']:.4f} | {metrics['val']['accuracy']:.4f} "
+            f"| **{metrics['test']['accuracy']:.4f}** | {metrics['test']['loss']:.4f} | {item['epochs_run']} "
+            f"| {item.get('seconds_per_epoch', 0):.0f} | {item['training_seconds'] / 60:.1f} min |"
+        )
+
+
 def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Train every zoo-file entry matching `--only` that is not in the store yet."""
     entries = tomllib.loads(args.zoo_file.read_text())["model"]
@@ -197,6 +211,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
     compare = commands.add_parser("compare", help="leaderboard of the models in the store")
     compare.add_argument("--dataset")
+    compare.add_argument("--markdown", action="store_true", help="print a Markdown table")
     compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     zoo = commands.add_parser("zoo", help="train every model of the zoo file missing from the store")
     zoo.add_argument("--only", help="glob on <dataset>/<arch>, e.g. 'fashion_mnist/*'")
@@ -216,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         run_training(args, command="python -m training " + shlex.join(argv))
     elif args.command == "compare":
-        print_leaderboard(read_store(args.output_dir, args.dataset))
+        models = read_store(args.output_dir, args.dataset)
+        (print_markdown if args.markdown else print_leaderboard)(models)
     else:
         run_zoo(args, parser)
     return 0
