@@ -48,7 +48,10 @@ ACCEPTED = {
     "cmyk jpeg": encode(Image.open(DATA / "7.png").convert("CMYK"), "JPEG", quality=95),
     "1x1": encode(Image.new("L", (1, 1), 255)),
     "1-bit": encode(Image.open(DATA / "7.png").convert("1")),
-    "palette with transparency": encode(Image.open(DATA / "7.png").convert("P"), transparency=0),
+    # dark ink drawn on a transparent background (palette index 255, white, is transparent)
+    "palette with transparency": encode(
+        Image.fromarray(255 - np.asarray(Image.open(DATA / "7.png"))).convert("P"), transparency=255
+    ),
     "huge flat": encode(Image.new("L", (4000, 3000), 255)),
 }
 

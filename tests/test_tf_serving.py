@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_model_status(client: TestClient) -> None:
     ],
 )
 def test_errors_have_the_tf_serving_shape(client: TestClient, path: str, body: object, status: int) -> None:
-    response = client.post(path, json=body)
+    response = client.post(path, content=json.dumps(body).encode())  # json.dumps writes NaN as clients do
     assert response.status_code == status, response.text
     assert isinstance(response.json()["error"], str) and response.json()["error"]
 
@@ -81,3 +82,12 @@ def test_malformed_json_is_a_400(client: TestClient) -> None:
     response = client.post("/v1/models/mnist-custom2:predict", content=b"{not json")
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]
+
+
+def test_curl_form_content_type_is_read_as_json(client: TestClient) -> None:
+    response = client.post(
+        "/v1/models/mnist-custom2:predict",
+        content=json.dumps({"instances": [{"b64": SEVEN_B64}]}).encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},  # what `curl -d` sends
+    )
+    assert response.status_code == 200

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from app.config import Settings
@@ -140,34 +141,71 @@ def _instances_of(body: dict[str, Any]) -> tuple[list[Any], bool]:
     return inputs, True
 
 
-async def _predict(registry: ModelRegistry, settings: Settings, name: str, version: int | None, body: Any) -> dict:
+async def _read_json(request: Request) -> Any:
+    """The body parsed as JSON whatever its content type (`curl -d` sends form-urlencoded).
+
+    Raises:
+        BadRequest: Not JSON (400), as TF Serving answers.
+    """
+    try:
+        return json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRequest(f"JSON Parse error: {error}") from None
+
+
+async def _predict(
+    registry: ModelRegistry, settings: Settings, name: str, version: int | None, request: Request
+) -> dict[str, Any]:
     model = resolve(registry, name, version)
+    body = await _read_json(request)
     instances, columnar = _instances_of(body)
     predictions = await _run(model, instances, settings.max_image_pixels, settings.inline_preprocess_pixels)
     return {"outputs": predictions} if columnar else {"predictions": predictions}
 
 
-@router.post("/{name}:predict", summary="Predict (TF Serving)")
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string", "default": SIGNATURE},
+                        "instances": {"type": "array", "items": {}},
+                        "inputs": {},
+                    },
+                },
+                "example": PREDICT_EXAMPLE,
+            }
+        },
+    }
+}
+
+
+@router.post("/{name}:predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY)
 async def predict(
     registry: RegistryDep,
     settings: SettingsDep,
     name: NamePath,
-    body: Annotated[dict[str, Any], Body(examples=[PREDICT_EXAMPLE])],
+    request: Request,
 ) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await _predict(registry, settings, name, None, body)
+    return await _predict(registry, settings, name, None, request)
 
 
-@router.post("/{name}/versions/{version}:predict", summary="Predict on a version (TF Serving)")
+@router.post(
+    "/{name}/versions/{version}:predict", summary="Predict on a version (TF Serving)", openapi_extra=PREDICT_BODY
+)
 async def predict_version(
     registry: RegistryDep,
     settings: SettingsDep,
     name: NamePath,
     version: VersionPath,
-    body: Annotated[dict[str, Any], Body(examples=[PREDICT_EXAMPLE])],
+    request: Request,
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await _predict(registry, settings, name, version, body)
+    return await _predict(registry, settings, name, version, request)
 
 
 def _status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:
