@@ -14,6 +14,7 @@ __all__ = [
     "ErrorResponse",
     "Health",
     "ModelDetail",
+    "ModelInfo",
     "ModelList",
     "ModelSummary",
     "PredictResponse",
@@ -43,7 +44,19 @@ class Prediction(BaseModel):
     )
 
 
-class PredictResponse(Prediction):
+class ModelInfo(BaseModel):
+    """Which model answered, and how the upload was preprocessed."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="model id, dataset/arch", examples=["mnist/custom2"])
+    dataset: str = Field(examples=["mnist"])
+    arch: str = Field(examples=["custom2"])
+    version: int = Field(examples=[1])
+    preprocessing: str = Field(description="how the upload was turned into the model input", examples=["mnist"])
+
+
+class PredictResponse(Prediction, ModelInfo):
     """A prediction for one uploaded image."""
 
     model_config = ConfigDict(
@@ -63,29 +76,15 @@ class PredictResponse(Prediction):
                         {"class_index": i, "class_name": str(i), "probability": 0.9998 if i == 7 else 0.00002}
                         for i in range(10)
                     ],
-                    "top_k": None,
                 }
             ]
         },
     )
 
-    model: str = Field(description="model id, dataset/arch", examples=["mnist/custom2"])
-    dataset: str = Field(examples=["mnist"])
-    arch: str = Field(examples=["custom2"])
-    version: int = Field(examples=[1])
-    preprocessing: str = Field(description="how the upload was turned into the model input", examples=["mnist"])
 
-
-class BatchPredictResponse(BaseModel):
+class BatchPredictResponse(ModelInfo):
     """Predictions for several uploaded images, in upload order."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(examples=["mnist/custom2"])
-    dataset: str
-    arch: str
-    version: int
-    preprocessing: str
     predictions: list[Prediction]
 
 

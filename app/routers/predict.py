@@ -182,6 +182,7 @@ async def prepare_inputs(
 @router.post(
     "/predict",
     response_model=PredictResponse | BatchPredictResponse,
+    response_model_exclude_none=True,
     responses=ERROR_RESPONSES,
     openapi_extra=REQUEST_BODY,
     summary="Classify images",
