@@ -8,6 +8,7 @@ timeout, runs in one call off the event loop, and each caller gets its own row b
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
@@ -21,6 +22,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["DynamicBatcher"]
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass
@@ -70,14 +76,15 @@ class DynamicBatcher:
         self.batches_run = 0
         self.on_the_way = 0
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the background task that forms and runs batches."""
         if self._task is None:
             self._executor = ThreadPoolExecutor(self.max_concurrent_batches, thread_name_prefix=f"model-{self.name}")
-            self._queue = asyncio.Queue()
+            self._pending = collections.deque()
             self._task = asyncio.create_task(self._serve(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -87,8 +94,8 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while self._queue is not None and not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+        while self._pending:
+            self._pending.popleft().future.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -109,29 +116,45 @@ class DynamicBatcher:
             RuntimeError: The batcher is not started.
             Exception: Whatever the batch function raised for this input.
         """
-        if self._queue is None or self._task is None:
+        if self._task is None:
             raise RuntimeError(f"batcher {self.name} is not started")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(inputs, future))
+        self._pending.append(_Pending(inputs, future))
+        if self._wakeup is not None:
+            _resolve(self._wakeup)
         return await future
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Sleep until an input is submitted or `timeout` seconds pass (None: no limit).
+
+        One future and one timer, cheaper than `asyncio.wait_for` on a queue.
+        """
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, _resolve, self._wakeup)
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
 
     async def _collect(self) -> list[_Pending]:
         """Wait for a first input, then gather more until full, timed out, or none on the way."""
-        assert self._queue is not None
-        batch = [await self._queue.get()]
+        while not self._pending:
+            await self._wait(None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.batch_timeout
-        while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
+        batch: list[_Pending] = []
+        while True:
+            while self._pending and len(batch) < self.max_batch_size:
+                batch.append(self._pending.popleft())
             remaining = deadline - loop.time()
-            if remaining <= 0 or not self.on_the_way:
+            if len(batch) >= self.max_batch_size or remaining <= 0 or not self.on_the_way:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            await self._wait(remaining)
         return [pending for pending in batch if not pending.future.done()]
 
     async def _serve(self) -> None:

@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
     warmup: bool = True
-    intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    intra_op_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
+        ge=0,
+        description="TensorFlow threads per op; one core is left to the event loop (measured best on 2 cores)",
+    )
     inter_op_threads: int = Field(2, ge=0)
     log_level: str = "INFO"
 
