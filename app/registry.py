@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,8 @@ class ModelRegistry:
             if model.batcher is not None:
                 await model.batcher.stop()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LoadedModel]:
+        """Every loaded version of every model."""
         for versions in self._models.values():
             yield from versions.values()
 
