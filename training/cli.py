@@ -92,10 +92,12 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
     """Load the data, train, evaluate and export one model; return its version folder."""
     from training.datasets import load_dataset
     from training.export import export_model, git_commit, next_version
-    from training.train import TrainConfig, train
+    from training.train import QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, TrainConfig, train
 
     commit = git_commit()  # the code this run starts from
     dataset = load_dataset(args.dataset, args.data_dir)
+    if args.quick:
+        dataset = dataset.take(QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, seed=args.seed)
     class_weight = args.class_weight
     if class_weight == "balanced":
         counts = [int((dataset.y_train == index).sum()) for index in range(dataset.num_classes)]

@@ -80,15 +80,22 @@ class Dataset:
         """Number of classes."""
         return len(self.class_names)
 
-    def take(self, train: int, test: int) -> Dataset:
-        """Return a copy with only the first `train` and `test` images (quick mode)."""
+    def take(self, train: int, test: int, *, seed: int = 0) -> Dataset:
+        """A copy with `train` and `test` images drawn at random (quick mode, samples).
+
+        Random rather than the first ones: image-folder datasets are stored class by
+        class, so their first images are all of one class.
+        """
+        rng = np.random.default_rng(seed)
+        train_idx = np.sort(rng.permutation(len(self.y_train))[:train])
+        test_idx = np.sort(rng.permutation(len(self.y_test))[:test])
         return Dataset(
             name=self.name,
             class_names=self.class_names,
-            x_train=self.x_train[:train],
-            y_train=self.y_train[:train],
-            x_test=self.x_test[:test],
-            y_test=self.y_test[:test],
+            x_train=self.x_train[train_idx],
+            y_train=self.y_train[train_idx],
+            x_test=self.x_test[test_idx],
+            y_test=self.y_test[test_idx],
             preprocessing=self.preprocessing,
             source=self.source,
             sha256=self.sha256,

@@ -99,7 +99,7 @@ def export_model(
     shutil.rmtree(staging, ignore_errors=True)
     result.model.export(str(staging), format="tf_saved_model", verbose=False)
 
-    test_size = len(dataset.y_test) if not config.quick else len(result.test_probabilities)
+    test_size = len(dataset.y_test)
     y_test = dataset.y_test[:test_size]
     y_pred = result.test_probabilities.argmax(axis=1)
     matrix = reports.confusion_matrix(y_test, y_pred, dataset.num_classes)

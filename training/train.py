@@ -45,7 +45,7 @@ class TrainConfig:
         resume: Continue from the last epoch backed up in `run_dir` instead of starting over.
         class_weight: Class index -> loss weight, or None for equal weights.
         steps_per_execution: Training steps run per call into the TensorFlow graph.
-        quick: Train on a few hundred images for one epoch (tests).
+        quick: Train for one epoch (tests; the CLI also takes 512 train / 256 test images).
     """
 
     arch: str
@@ -225,7 +225,7 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     """Train `config.arch` on `dataset` with `config.recipe` and evaluate it.
 
     Args:
-        dataset: The data; in quick mode only its first 512 train and 256 test images are used.
+        dataset: The data (in quick mode, pass a small `Dataset.take()` of it).
         config: Architecture, recipe, seed, run folder and options.
         callbacks: Extra Keras callbacks, run after the recipe's.
 
@@ -237,8 +237,6 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     """
     recipe = config.recipe
     epochs = 1 if config.quick else recipe.epochs
-    if config.quick:
-        dataset = dataset.take(QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES)
     keras.utils.set_random_seed(config.seed)
 
     x_train, y_train, x_val, y_val = split_validation(

@@ -1,6 +1,6 @@
 """Fashion-MNIST and CIFAR-10 test images re-saved as people upload them, scored through the API.
 
-For each dataset, the first `--count` test images are re-saved in several ways and sent to
+For each dataset, `--count` test images (drawn with seed 0) are re-saved in several ways and sent to
 `/predict`; the accuracy of each way is compared with the accuracy on the same images
 sent exactly as the dataset has them (28x28 or 32x32 PNG, `preprocess=none`), which is
 the model's test-set accuracy on that subset.
@@ -77,11 +77,11 @@ CIFAR_VARIANTS: dict[str, Variant] = {
 
 
 def load_test_images(dataset: str, data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` test images (uint8 NHWC) and labels of a dataset."""
+    """`count` test images (uint8 NHWC) and labels of a dataset, drawn at random with seed 0."""
     from training.datasets import load_dataset
 
-    data = load_dataset(dataset, data_dir)
-    return data.x_test[:count], data.y_test[:count]
+    data = load_dataset(dataset, data_dir).take(0, count)
+    return data.x_test, data.y_test
 
 
 def score(
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     with open_client(args.url, args.models_dir) as client:
         results = score(client, args.model, images, labels, variants)
     reference = results["dataset_as_is"]
-    print(f"{args.model} on the first {args.count} {args.dataset} test images")
+    print(f"{args.model} on {args.count} {args.dataset} test images (seed 0)")
     for name, value in results.items():
         print(f"{name:<16}{value:>8.1%}{(value - reference) * 100:>+8.1f} points")
     return 0
