@@ -53,6 +53,11 @@ MNIST_BOX = 20
 MNIST_STROKE = 0.12
 """Typical MNIST stroke width as a fraction of the digit's longer side (about 2.5 of 20 px)."""
 
+GARMENT_LEVEL = 20
+"""Gray level (of 255, after background removal) above which a pixel belongs to the garment.
+
+Above JPEG noise and the faint halo that enlarging an image leaves around the object."""
+
 MIN_CONTRAST = 8
 """Ink must stand at least this many gray levels (of 255) above the paper, else the image is blank."""
 
@@ -275,7 +280,7 @@ def preprocess_fashion(image: Image.Image, size: tuple[int, int] = (28, 28)) -> 
     gray, background = _light_on_dark(_reduce(_to_8bit(image, "L"), WORKING_SIZE), corners_only=True)
     scale = 255.0 / max(1, 255 - background)
     gray = gray.point([min(255, max(0, round((level - background) * scale))) for level in range(256)])
-    box = gray.point([255 if level > 40 else 0 for level in range(256)]).getbbox()
+    box = gray.point([255 if level > GARMENT_LEVEL else 0 for level in range(256)]).getbbox()
     if box is None:
         return np.zeros((*size, 1), dtype=np.float32)
     crop = gray.crop(box)

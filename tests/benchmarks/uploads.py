@@ -1,6 +1,6 @@
 """Fashion-MNIST and CIFAR-10 test images re-saved as people upload them, scored through the API.
 
-For each dataset, `--count` test images (drawn with seed 0) are re-saved in several ways and sent to
+For each dataset, `--count` test images (drawn with `--seed`, default 0) are re-saved in several ways and sent to
 `/predict`; the accuracy of each way is compared with the accuracy on the same images
 sent exactly as the dataset has them (28x28 or 32x32 PNG, `preprocess=none`), which is
 the model's test-set accuracy on that subset.
@@ -76,11 +76,11 @@ CIFAR_VARIANTS: dict[str, Variant] = {
 }
 
 
-def load_test_images(dataset: str, data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` test images (uint8 NHWC) and labels of a dataset, drawn at random with seed 0."""
+def load_test_images(dataset: str, data_dir: Path, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` test images (uint8 NHWC) and labels of a dataset, drawn at random with `seed`."""
     from training.datasets import load_dataset
 
-    data = load_dataset(dataset, data_dir).take(0, count)
+    data = load_dataset(dataset, data_dir).take(0, count, seed=seed)
     return data.x_test, data.y_test
 
 
@@ -117,16 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=["fashion_mnist", "cifar10"], required=True)
     parser.add_argument("--model", required=True, help="dataset/arch")
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="which random sample of the test set")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--url", help="a running server; default: the app in this process")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
     args = parser.parse_args(argv)
-    images, labels = load_test_images(args.dataset, args.data_dir, args.count)
+    images, labels = load_test_images(args.dataset, args.data_dir, args.count, seed=args.seed)
     variants = FASHION_VARIANTS if args.dataset == "fashion_mnist" else CIFAR_VARIANTS
     with open_client(args.url, args.models_dir) as client:
         results = score(client, args.model, images, labels, variants)
     reference = results["dataset_as_is"]
-    print(f"{args.model} on {args.count} {args.dataset} test images (seed 0)")
+    print(f"{args.model} on {args.count} {args.dataset} test images (seed {args.seed})")
     for name, value in results.items():
         print(f"{name:<16}{value:>8.1%}{(value - reference) * 100:>+8.1f} points")
     return 0
