@@ -78,6 +78,32 @@ def test_resume_continues_an_interrupted_run(tmp_path: Path, data_dir: Path) -> 
     assert len(resumed.epoch_seconds) == 4
 
 
+def test_initial_weights_from_a_store_version(tmp_path: Path, data_dir: Path) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from training.architectures import build_model
+    from training.train import load_initial_weights
+
+    first = _train(tmp_path / "first", data_dir, "--dataset", "mnist", "--arch", "lenet")
+    source = tmp_path / "first" / "store" / "mnist" / "lenet" / str(first["version"])
+    model = build_model("lenet", (28, 28, 1), 10)
+    load_initial_weights(model, source)
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    (served,) = tf.saved_model.load(str(source)).signatures["serving_default"](tf.constant(images)).values()
+    np.testing.assert_allclose(model(images, training=False), served.numpy(), atol=1e-6)
+
+    with pytest.raises(ValueError, match="does not fit"):
+        load_initial_weights(build_model("lenet", (32, 32, 3), 10), source)
+    with pytest.raises(ValueError, match="variables"):
+        load_initial_weights(build_model("mlp", (28, 28, 1), 10), source)
+
+    resumed = _train(
+        tmp_path / "second", data_dir, "--dataset", "mnist", "--arch", "lenet", "--initial-weights", str(source)
+    )
+    assert resumed["initial_weights"] == str(source)
+
+
 def test_zoo_file_lists_valid_entries() -> None:
     entries = tomllib.loads(ZOO_FILE.read_text())["model"]
     assert len(entries) >= 25

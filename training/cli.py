@@ -52,6 +52,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="512 train / 256 test images, one epoch")
     parser.add_argument("--resume", action="store_true", help="continue from the last backed-up epoch")
     parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument(
+        "--initial-weights", type=Path, help="start from a store version folder of this architecture or a .weights.h5"
+    )
     parser.add_argument("--class-weight", type=_class_weight, help="'balanced' or JSON {index: weight}")
     recipe = parser.add_argument_group("recipe overrides (default: the architecture's recipe)")
     recipe.add_argument("--optimizer", choices=["adam", "sgd"])
@@ -112,6 +115,7 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
         class_weight=class_weight,
         steps_per_execution=args.steps_per_execution,
         quick=args.quick,
+        initial_weights=args.initial_weights,
     )
     version = args.version or next_version(args.output_dir, dataset.name, args.arch)
     logger.info("training %s on %s (%s) -> version %d", args.arch, dataset.name, dataset.source, version)

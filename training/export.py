@@ -144,6 +144,7 @@ def export_model(
         "steps_per_execution": config.steps_per_execution,
         "class_weight": {str(k): v for k, v in (config.class_weight or {}).items()} or None,
         "quick": config.quick,
+        "initial_weights": str(config.initial_weights) if config.initial_weights else None,
         "command": command,
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,

@@ -46,6 +46,9 @@ class TrainConfig:
         class_weight: Class index -> loss weight, or None for equal weights.
         steps_per_execution: Training steps run per call into the TensorFlow graph.
         quick: Train for one epoch (tests; the CLI also takes 512 train / 256 test images).
+        initial_weights: Start from these weights instead of a random initialisation: a
+            SavedModel version folder of the same architecture and input shape (for
+            example `models_store/cifar10/custom2/1`) or a Keras `.weights.h5` file.
     """
 
     arch: str
@@ -56,6 +59,7 @@ class TrainConfig:
     class_weight: dict[int, float] | None = None
     steps_per_execution: int = 1
     quick: bool = False
+    initial_weights: Path | None = None
 
 
 @dataclass
@@ -129,6 +133,36 @@ def split_validation(
     n_val = round(len(x) * fraction)
     train_idx, val_idx = order[: len(x) - n_val], order[len(x) - n_val :]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def load_initial_weights(model: keras.Model, source: Path) -> None:
+    """Copy weights into `model` from a store version folder or a `.weights.h5` file.
+
+    A SavedModel exported by `training.export` keeps the model's variables in the order of
+    `model.variables`, so they are matched by position; each pair must agree in shape and
+    in the last part of the name (`kernel`, `bias`, `gamma`, ...). Layer names are not
+    compared: Keras numbers them per process (`conv2d_2`).
+
+    Raises:
+        ValueError: The source's variables differ in number, shape or kind (another
+            architecture, input shape or class count).
+        OSError: The source cannot be read.
+    """
+    if source.suffix == ".h5":
+        model.load_weights(source)
+        return
+    saved = list(tf.saved_model.load(str(source)).variables)
+    if len(saved) != len(model.variables):
+        raise ValueError(f"{source} has {len(saved)} variables, {model.name} has {len(model.variables)}")
+    for variable, match in zip(model.variables, saved, strict=True):
+        kind = match.name.removesuffix(":0").rsplit("/", 1)[-1]
+        if kind != variable.name or tuple(match.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{source} does not fit {model.name}: {variable.path} {tuple(variable.shape)}"
+                f" vs {match.name} {tuple(match.shape)}"
+            )
+        variable.assign(match)
+    logger.info("initial weights: %d variables from %s", len(model.variables), source)
 
 
 def make_augmentation(dataset_name: str, seed: int) -> keras.Sequential:
@@ -250,6 +284,8 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     steps_per_epoch = -(-len(x_train) // recipe.batch_size)
 
     model = build_model(config.arch, dataset.input_shape, dataset.num_classes, **recipe.options)
+    if config.initial_weights is not None:
+        load_initial_weights(model, config.initial_weights)
     model.compile(
         optimizer=make_optimizer(recipe, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
