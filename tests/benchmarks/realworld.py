@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg
 @contextlib.contextmanager
 def open_client(url: str | None, models_dir: Path) -> Iterator[httpx.Client]:
     """An httpx client to a live server at `url`, or to the app run in this process."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     if url:
         with httpx.Client(base_url=url, timeout=30) as client:
             yield client
