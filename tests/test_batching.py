@@ -89,6 +89,20 @@ def test_a_batch_waits_for_requests_on_their_way() -> None:
     assert recorder.sizes == [2]
 
 
+def test_a_batch_stops_waiting_once_it_holds_more_than_are_on_their_way() -> None:
+    recorder = Recorder()
+
+    async def body(batcher: DynamicBatcher) -> float:
+        with batcher.arriving():  # one announced, never submitted; three already here
+            started = time.perf_counter()
+            await asyncio.gather(*(batcher.submit(np.zeros(2)) for _ in range(3)))
+            return time.perf_counter() - started
+
+    elapsed = asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=500))
+    assert recorder.sizes == [3]
+    assert elapsed < 0.4  # the model runs these three while the loop prepares the fourth
+
+
 def test_a_lone_request_waits_at_most_the_timeout() -> None:
     recorder = Recorder()
 
