@@ -57,9 +57,8 @@ class DynamicBatcher:
     many are on their way as it already holds: a lone request (concurrency 1) runs at
     once instead of paying the timeout, and under steady load a batch closes with about
     half of the requests in flight, so the model runs it while the event loop prepares
-    the other half. (Waiting for all of them made the loop and the model take turns:
-    custom2 at concurrency 16 answered 0.47 of the floor's requests/s, and 0.63 with
-    this rule, `tests/benchmarks/run.py`.)
+    the other half, instead of the two taking turns (`tests/benchmarks/run.py`; the
+    README gives the measured effect and how much it varies from run to run).
     """
 
     def __init__(

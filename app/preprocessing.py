@@ -18,10 +18,9 @@ Preprocessing methods (named in metadata.json and in every response):
 
 from __future__ import annotations
 
-import functools
 import io
 import warnings
-from functools import partial
+from functools import lru_cache, partial
 
 import anyio
 import numpy as np
@@ -64,6 +63,9 @@ FASHION_SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=40, threshold=0)
 Gaussian of radius 1); without it a shrunk upload is softer than the dataset's images.
 40% was the best of 0-120% on the 10,000 test images re-saved as uploads
 (`tests/benchmarks/uploads.py`)."""
+
+LIGHT_BACKGROUND = 127
+"""A border median (gray level of 255) above this is a light background: the image is inverted."""
 
 MIN_CONTRAST = 8
 """Ink must stand at least this many gray levels (of 255) above the paper, else the image is blank."""
@@ -179,7 +181,7 @@ def _border_median(gray: Image.Image, *, corners_only: bool = False) -> int:
 def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:
     """Invert an `L` image whose background is light; return it and its background level."""
     median = _border_median(gray, corners_only=corners_only)
-    if median > 127:
+    if median > LIGHT_BACKGROUND:
         return ImageOps.invert(gray), 255 - median
     return gray, median
 
@@ -194,7 +196,7 @@ def _ink(gray: Image.Image) -> Image.Image | None:
     """
     background = _border_median(gray)
     histogram = np.asarray(gray.histogram())
-    invert = background > 127
+    invert = background > LIGHT_BACKGROUND  # as _light_on_dark, folded into the lookup table
     if invert:
         histogram, background = histogram[::-1], 255 - background
     peak = _quantile(histogram, 0.999) if gray.width * gray.height > 1000 else int(np.flatnonzero(histogram)[-1])
@@ -203,7 +205,7 @@ def _ink(gray: Image.Image) -> Image.Image | None:
     return gray.point(_ink_table(background, peak, invert))
 
 
-@functools.lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096)
 def _ink_table(background: int, peak: int, invert: bool) -> tuple[int, ...]:
     """The lookup table of `_ink`: gray level (0-255) to ink strength (0-255)."""
     levels = np.arange(256, dtype=np.float32)
@@ -232,7 +234,7 @@ def _stretch(image: Image.Image) -> Image.Image:
     return image.point(_stretch_table(peak))
 
 
-@functools.lru_cache(maxsize=256)
+@lru_cache(maxsize=256)
 def _stretch_table(peak: int) -> tuple[int, ...]:
     """Lookup table scaling gray level `peak` to 255."""
     return tuple(min(255, round(level * 255 / peak)) for level in range(256))
