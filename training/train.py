@@ -139,7 +139,8 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
     """Copy weights into `model` from a store version folder or a `.weights.h5` file.
 
     A SavedModel exported by `training.export` keeps the model's variables in the order of
-    `model.variables`, so they are matched by position; each pair must agree in shape and
+    `model.variables` (`model_variables`; `variables` in versions written by `model.export()`),
+    so they are matched by position; each pair must agree in shape and
     in the last part of the name (`kernel`, `bias`, `gamma`, ...). Layer names are not
     compared: Keras numbers them per process (`conv2d_2`).
 
@@ -151,7 +152,8 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
     if source.suffix == ".h5":
         model.load_weights(source)
         return
-    saved = list(tf.saved_model.load(str(source)).variables)
+    loaded = tf.saved_model.load(str(source))
+    saved = list(getattr(loaded, "model_variables", None) or loaded.variables)
     if len(saved) != len(model.variables):
         raise ValueError(f"{source} has {len(saved)} variables, {model.name} has {len(model.variables)}")
     for variable, match in zip(model.variables, saved, strict=True):
