@@ -55,10 +55,15 @@ class DynamicBatcher:
     Requests still being read or preprocessed can announce themselves with
     `with batcher.arriving():`. A batch waits for more inputs only while at least as
     many are on their way as it already holds: a lone request (concurrency 1) runs at
-    once instead of paying the timeout, and under steady load a batch closes with about
-    half of the requests in flight, so the model runs it while the event loop prepares
-    the other half, instead of the two taking turns (`tests/benchmarks/run.py`; the
-    README gives the measured effect and how much it varies from run to run).
+    once instead of paying the timeout.
+
+    Under steady load the model and the event loop work as a two-stage pipeline: the
+    model runs one batch while the loop answers the previous one and reads the next. The
+    stages balance only if batches are about equal, so a batch takes at most half of the
+    inputs seen in flight (waiting or on their way) since the previous batch closed; left
+    alone, a split such as 3 and 13 of 16 repeats forever, and the loop idles while the
+    13 run (`tests/benchmarks/run.py`; the README gives the measured effect). A burst
+    with no load before it is not split.
     """
 
     def __init__(
@@ -79,6 +84,9 @@ class DynamicBatcher:
         self.name = name
         self.batches_run = 0
         self.on_the_way = 0
+        self.waiting = 0
+        self._peak_in_flight = 0
+        self._previous_peak: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: collections.deque[_Pending] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
@@ -124,9 +132,14 @@ class DynamicBatcher:
             raise RuntimeError(f"batcher {self.name} is not started")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(inputs, future))
+        self.waiting += 1
+        self._peak_in_flight = max(self._peak_in_flight, self.waiting + self.on_the_way)
         if self._wakeup is not None:
             _resolve(self._wakeup)
-        return await future
+        try:
+            return await future
+        finally:
+            self.waiting -= 1
 
     async def _wait(self, timeout: float | None) -> None:
         """Sleep until an input is submitted or `timeout` seconds pass (None: no limit).
@@ -149,16 +162,20 @@ class DynamicBatcher:
         """Wait for a first input, then gather more until full, timed out, or fewer on the way than taken."""
         while not self._pending:
             await self._wait(None)
+        limit = self.max_batch_size
+        if self._previous_peak is not None:
+            limit = min(limit, max(1, -(-self._previous_peak // 2)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.batch_timeout
         batch: list[_Pending] = []
         while True:
-            while self._pending and len(batch) < self.max_batch_size:
+            while self._pending and len(batch) < limit:
                 batch.append(self._pending.popleft())
             remaining = deadline - loop.time()
-            if len(batch) >= self.max_batch_size or remaining <= 0 or self.on_the_way < len(batch):
+            if len(batch) >= limit or remaining <= 0 or self.on_the_way < len(batch):
                 break
             await self._wait(remaining)
+        self._previous_peak, self._peak_in_flight = self._peak_in_flight, self.waiting + self.on_the_way
         return [pending for pending in batch if not pending.future.done()]
 
     async def _serve(self) -> None:

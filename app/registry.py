@@ -33,14 +33,20 @@ SIGNATURE = "serving_default"
 
 
 def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
-    """Padded batch sizes: powers of two up to and including `max_batch_size`."""
-    sizes = []
-    size = 1
-    while size < max_batch_size:
-        sizes.append(size)
-        size *= 2
-    sizes.append(max_batch_size)
-    return tuple(sizes)
+    """Padded batch sizes: powers of two and one and a half times them, up to and including
+    `max_batch_size` (1, 2, 3, 4, 6, 8, 12, 16, 24, 32 for 32).
+
+    The model's cost grows linearly with the batch from about 6 images (custom2: 0.47 ms per
+    image on one core, measured with the SavedModel's function), so padding is paid in
+    full: with these sizes it adds at most a third (9 images run as 12), with powers of two
+    alone up to nearly double (17 as 32).
+    """
+    sizes = {1}
+    power = 2
+    while power < max_batch_size:
+        sizes.update((power, power * 3 // 2))
+        power *= 2
+    return (*sorted(size for size in sizes if size < max_batch_size), max_batch_size)
 
 
 def configure_tensorflow(*, intra_op_threads: int, inter_op_threads: int) -> list[str]:

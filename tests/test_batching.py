@@ -61,6 +61,17 @@ def test_concurrent_requests_are_batched_up_to_max_size() -> None:
     assert recorder.sizes == [8, 8, 4]
 
 
+def test_under_steady_load_a_batch_takes_at_most_half_of_those_in_flight() -> None:
+    recorder = Recorder()
+
+    async def body(batcher: DynamicBatcher) -> None:
+        await asyncio.gather(*(batcher.submit(np.zeros(3)) for _ in range(16)))  # no load before: one batch
+        await asyncio.gather(*(batcher.submit(np.zeros(3)) for _ in range(12)))  # 16 were in flight: 8 at most
+
+    asyncio.run(_with_batcher(recorder, body, max_batch_size=32, batch_timeout_ms=50))
+    assert recorder.sizes == [16, 8, 4]
+
+
 def test_a_lone_request_runs_at_once() -> None:
     recorder = Recorder()
 

@@ -52,7 +52,7 @@ def test_batched_and_unbatched_answers_are_identical(client: TestClient) -> None
 
 def test_batches_are_padded_to_fixed_buckets(client: TestClient) -> None:
     model = _model(client, "mlp")
-    assert model.buckets == batch_buckets(32) == (1, 2, 4, 8, 16, 32)
+    assert model.buckets == batch_buckets(32) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     images = np.stack(_digits(5))
     assert model.predict_batch(images).shape == (5, 10)
     big = np.concatenate([images] * 14)  # 70 images: split into buckets of 32
