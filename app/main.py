@@ -58,8 +58,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     )
     await registry.start()
     # The loaded graphs are about half a million Python objects that live as long as the
-    # process; a full collection walks them all (about 0.2-0.4 s on this machine, a stall
-    # that showed as the p99 of the benchmark). Frozen, they are skipped by every collection.
+    # process; a full collection walks them all (0.36 s with 28 models on the build
+    # machine), a stall that showed as the p99 of the benchmark. Frozen, they are skipped
+    # by every collection.
     gc.collect()
     gc.freeze()
     logger.info(
