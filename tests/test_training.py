@@ -57,6 +57,14 @@ def test_savedmodel_has_serving_signature(quick_store: Path) -> None:
     np.testing.assert_allclose(output.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_savedmodel_stores_each_weight_once(quick_store: Path) -> None:
+    import tensorflow as tf
+
+    checkpoint = quick_store / "mnist" / "mlp" / "1" / "variables" / "variables"
+    values = [shape for name, shape in tf.train.list_variables(str(checkpoint)) if name.endswith("VARIABLE_VALUE")]
+    assert sorted(values) == sorted([[784, 128], [128], [128, 10], [10]])  # mlp: two Dense kernels and biases
+
+
 def test_exported_model_is_served(quick_store: Path) -> None:
     from app.config import Settings, get_settings
     from app.main import create_app
