@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
-from tests.conftest import DATA, upload
+from tests.benchmarks.uploads import load_test_images
+from tests.conftest import DATA, STORE, upload
 
 SHIPPED_MNIST = {"mlp", "lenet", "custom1", "custom2"}
 
@@ -52,6 +57,42 @@ def test_models_lists_the_shipped_models_with_accuracies(client: TestClient) -> 
         assert item["input_shape"] == [28, 28, 1]
         assert item["parameter_count"] > 0
     assert models["custom2"]["test_accuracy"] >= 0.995
+
+
+def test_models_lists_every_model_in_the_store(client: TestClient) -> None:
+    stored: dict[tuple[str, str], list[int]] = {}
+    for saved_model in sorted(STORE.glob("*/*/*/saved_model.pb")):
+        version = saved_model.parent
+        stored.setdefault((version.parent.parent.name, version.parent.name), []).append(int(version.name))
+    listed = {(item["dataset"], item["arch"]): item for item in client.get("/models").json()["models"]}
+    assert set(listed) == set(stored)
+    for key, item in listed.items():
+        assert item["versions"] == sorted(stored[key])
+        assert item["version"] == max(stored[key])
+        assert 0.1 < item["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset", "first_class", "last_class", "min_correct"),
+    [
+        ("fashion_mnist/custom2", "fashion_mnist", "T-shirt/top", "Ankle boot", 17),
+        ("cifar10/vgg_bn", "cifar10", "airplane", "truck", 13),
+    ],
+)
+def test_dataset_test_images_come_back_with_their_class_names(
+    client: TestClient, data_dir: Path, model: str, dataset: str, first_class: str, last_class: str, min_correct: int
+) -> None:
+    images, labels = load_test_images(dataset, data_dir, 20)
+    correct = 0
+    for pixels, label in zip(images, labels, strict=True):
+        buffer = io.BytesIO()
+        Image.fromarray(np.squeeze(pixels)).save(buffer, format="PNG")
+        body = client.post(f"/predict?model={model}", files=upload(buffer.getvalue())).json()
+        class_names = [item["class_name"] for item in body["probabilities"]]
+        assert (class_names[0], class_names[-1]) == (first_class, last_class)
+        assert body["class_name"] == class_names[body["class_index"]]
+        correct += body["class_name"] == class_names[int(label)]
+    assert correct >= min_correct
 
 
 def test_model_detail_is_the_metadata(client: TestClient) -> None:
