@@ -104,6 +104,35 @@ def test_initial_weights_from_a_store_version(tmp_path: Path, data_dir: Path) ->
     assert resumed["initial_weights"] == str(source)
 
 
+def test_flip_average_serves_the_mean_over_the_mirror_image(tmp_path: Path, data_dir: Path) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from training.architectures import build_model
+    from training.train import load_initial_weights
+
+    metadata = _train(tmp_path, data_dir, "--dataset", "cifar10", "--arch", "mlp_dropout", "--flip-average")
+    assert metadata["test_time_augmentation"] == "flip_average"
+    assert metadata["parameter_count"] == 394_634  # the wrapper shares the model's weights
+    source = tmp_path / "store" / "cifar10" / "mlp_dropout" / "1"
+    serve = tf.saved_model.load(str(source)).signatures["serving_default"]
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    (served,) = serve(tf.constant(images)).values()
+    (served_mirrored,) = serve(tf.constant(images[:, :, ::-1])).values()
+    np.testing.assert_allclose(served.numpy(), served_mirrored.numpy(), atol=1e-6)
+
+    model = build_model("mlp_dropout", (32, 32, 3), 10)
+    load_initial_weights(model, source)
+    expected = (model(images, training=False) + model(images[:, :, ::-1], training=False)) / 2
+    np.testing.assert_allclose(served.numpy(), expected, atol=1e-6)
+    assert not np.allclose(model(images, training=False), expected, atol=1e-4)
+
+
+def test_flip_average_is_refused_for_digits(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="mirrored"):
+        _train(tmp_path, data_dir, "--dataset", "mnist", "--arch", "mlp", "--flip-average")
+
+
 def test_zoo_file_lists_valid_entries() -> None:
     entries = tomllib.loads(ZOO_FILE.read_text())["model"]
     assert len(entries) >= 25

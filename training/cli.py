@@ -55,6 +55,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--initial-weights", type=Path, help="start from a store version folder of this architecture or a .weights.h5"
     )
+    parser.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="export the mean of the probabilities of the image and its mirror image (CIFAR-10)",
+    )
     parser.add_argument("--class-weight", type=_class_weight, help="'balanced' or JSON {index: weight}")
     recipe = parser.add_argument_group("recipe overrides (default: the architecture's recipe)")
     recipe.add_argument("--optimizer", choices=["adam", "sgd"])
@@ -116,6 +122,7 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
         steps_per_execution=args.steps_per_execution,
         quick=args.quick,
         initial_weights=args.initial_weights,
+        flip_average=args.flip_average,
     )
     version = args.version or next_version(args.output_dir, dataset.name, args.arch)
     logger.info("training %s on %s (%s) -> version %d", args.arch, dataset.name, dataset.source, version)

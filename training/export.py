@@ -166,6 +166,7 @@ def export_model(
         "class_weight": {str(k): v for k, v in (config.class_weight or {}).items()} or None,
         "quick": config.quick,
         "initial_weights": str(config.initial_weights) if config.initial_weights else None,
+        "test_time_augmentation": "flip_average" if config.flip_average else None,
         "command": command,
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,

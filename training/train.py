@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.architectures import Recipe, build_model
+from training.architectures import Recipe, build_model, with_flip_average
 from training.datasets import Dataset
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ class TrainConfig:
         initial_weights: Start from these weights instead of a random initialisation: a
             SavedModel version folder of the same architecture and input shape (for
             example `models_store/cifar10/custom2/1`) or a Keras `.weights.h5` file.
+        flip_average: Evaluate and export the model wrapped by
+            `training.architectures.with_flip_average` (test-time augmentation with
+            horizontal flips); refused for MNIST and Fashion-MNIST.
     """
 
     arch: str
@@ -60,6 +63,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     quick: bool = False
     initial_weights: Path | None = None
+    flip_average: bool = False
 
 
 @dataclass
@@ -67,7 +71,8 @@ class TrainResult:
     """A trained model and what its run measured.
 
     Attributes:
-        model: The Keras model with the best weights (by val_accuracy) restored.
+        model: The Keras model with the best weights (by val_accuracy) restored, wrapped
+            by `with_flip_average` if the config asks for it.
         history: Per-epoch metrics as Keras records them (`loss`, `accuracy`,
             `val_loss`, `val_accuracy`, `learning_rate`), one float per epoch.
         epoch_seconds: Wall time of each epoch in seconds.
@@ -269,8 +274,11 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
         The model with its best weights and the metrics measured in this run.
 
     Raises:
-        ValueError: Unknown architecture or a builder option it does not take.
+        ValueError: Unknown architecture or a builder option it does not take; flip
+            averaging asked for MNIST or Fashion-MNIST.
     """
+    if config.flip_average and dataset.name in ("mnist", "fashion_mnist"):
+        raise ValueError(f"flip averaging does not fit {dataset.name}: mirrored images change class")
     recipe = config.recipe
     epochs = 1 if config.quick else recipe.epochs
     keras.utils.set_random_seed(config.seed)
@@ -312,6 +320,9 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     epoch_seconds = history.pop("epoch_seconds", [])
     best_epoch = int(np.argmax(history["val_accuracy"])) if history.get("val_accuracy") else 0
     model.load_weights(run_dir / "best.weights.h5")
+    if config.flip_average:
+        model = with_flip_average(model)
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     splits = {
         "train": (x_train, y_train),
