@@ -10,9 +10,11 @@ import keras
 import pytest
 
 from training.architectures import ARCHITECTURES
-from training.cli import ZOO_FILE, main, resolve_recipe
+from training.cli import ZOO_FILE, main, read_store, resolve_recipe
 from training.datasets import load_dataset
 from training.train import TrainConfig, train
+
+STORE = Path(__file__).resolve().parents[1] / "models_store"
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +148,15 @@ def test_zoo_skips_models_in_the_store(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "mnist" / "mlp" / "1" / "metadata.json").write_text("{}")
     main(["zoo", "--only", "mnist/mlp", "--output-dir", str(tmp_path)])
     assert "skip mnist/mlp" in capsys.readouterr().out
+
+
+def test_compare_sums_epochs_and_time_over_a_warm_start_chain() -> None:
+    models = {item["arch"]: item for item in read_store(STORE, "cifar10")}
+    vgg_bn = models["vgg_bn"]
+    chain = [json.loads((STORE / "cifar10" / "vgg_bn" / str(v) / "metadata.json").read_text()) for v in (1, 2, 3)]
+    assert vgg_bn["version"] == 3
+    assert [item["initial_weights"] for item in chain] == [None, *(f"models_store/cifar10/vgg_bn/{v}" for v in (1, 2))]
+    assert vgg_bn["total_epochs"] == sum(item["epochs_run"] for item in chain) == 36 + 18 + 1
+    assert vgg_bn["total_training_seconds"] == sum(item["training_seconds"] for item in chain)
+    cold = models["mlp_dropout"]
+    assert (cold["total_epochs"], cold["total_training_seconds"]) == (cold["epochs_run"], cold["training_seconds"])

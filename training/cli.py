@@ -143,16 +143,40 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
 
 
 def read_store(store_dir: Path, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Metadata of the newest version of every model in the store, optionally of one dataset."""
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    """Metadata of the newest version of every model in the store, optionally of one dataset.
+
+    A model warm-started from another store version (`--initial-weights
+    models_store/<dataset>/<arch>/<version>`) also gets `total_epochs` and
+    `total_training_seconds` summed over that chain of versions; otherwise they equal
+    its own `epochs_run` and `training_seconds`.
+    """
+    versions: dict[tuple[str, ...], dict[str, Any]] = {}
     for path in sorted(store_dir.glob("*/*/*/metadata.json")):
-        metadata = json.loads(path.read_text())
+        versions[path.parent.parts[-3:]] = json.loads(path.read_text())
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for metadata in versions.values():
         key = (metadata["dataset"], metadata["arch"])
         if dataset and key[0] != dataset:
             continue
         if key not in newest or metadata["version"] > newest[key]["version"]:
             newest[key] = metadata
+    for metadata in newest.values():
+        epochs, seconds = metadata["epochs_run"], metadata["training_seconds"]
+        source, seen = metadata.get("initial_weights"), set()
+        while source and Path(source).parts[-3:] in versions and source not in seen:
+            seen.add(source)
+            parent = versions[Path(source).parts[-3:]]
+            epochs, seconds = epochs + parent["epochs_run"], seconds + parent["training_seconds"]
+            source = parent.get("initial_weights")
+        metadata["total_epochs"], metadata["total_training_seconds"] = epochs, seconds
     return list(newest.values())
+
+
+def _epochs_and_time(item: dict[str, Any]) -> tuple[str, float]:
+    """Epochs as `total` or `total (N here)` for a warm-started model, and total seconds."""
+    total = item.get("total_epochs", item["epochs_run"])
+    epochs = str(total) if total == item["epochs_run"] else f"{total} ({item['epochs_run']} here)"
+    return epochs, item.get("total_training_seconds", item["training_seconds"])
 
 
 def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
@@ -160,18 +184,19 @@ def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
     header = (
         f"{'dataset':<14}{'model':<14}{'v':>3}{'params':>12}"
         f"{'train acc':>11}{'val acc':>9}{'test acc':>10}{'train loss':>12}{'val loss':>10}{'test loss':>11}"
-        f"{'epochs':>8}{'time s':>9}"
+        f"{'epochs':>14}{'time s':>9}"
     )
     print(header)
     print("-" * len(header))
     for item in sorted(models, key=lambda m: (m["dataset"], -m["metrics"]["test"]["accuracy"])):
         metrics = item["metrics"]
+        epochs, seconds = _epochs_and_time(item)
         print(
             f"{item['dataset']:<14}{item['arch']:<14}{item['version']:>3}{item['parameter_count']:>12,}"
             f"{metrics['train']['accuracy']:>11.4f}{metrics['val']['accuracy']:>9.4f}"
             f"{metrics['test']['accuracy']:>10.4f}{metrics['train']['loss']:>12.4f}"
             f"{metrics['val']['loss']:>10.4f}{metrics['test']['loss']:>11.4f}"
-            f"{item['epochs_run']:>8}{item['training_seconds']:>9.0f}"
+            f"{epochs:>14}{seconds:>9.0f}"
         )
 
 
@@ -181,11 +206,12 @@ def print_markdown(models: Sequence[dict[str, Any]]) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for item in sorted(models, key=lambda m: (m["dataset"], -m["metrics"]["test"]["accuracy"])):
         metrics = item["metrics"]
+        epochs, seconds = _epochs_and_time(item)
         print(
             f"| {item['dataset']} | {item['arch']} v{item['version']} | {item['parameter_count']:,} "
             f"| {metrics['train']['accuracy']:.4f} | {metrics['val']['accuracy']:.4f} "
-            f"| **{metrics['test']['accuracy']:.4f}** | {metrics['test']['loss']:.4f} | {item['epochs_run']} "
-            f"| {item.get('seconds_per_epoch', 0):.0f} | {item['training_seconds'] / 60:.1f} min |"
+            f"| **{metrics['test']['accuracy']:.4f}** | {metrics['test']['loss']:.4f} | {epochs} "
+            f"| {item.get('seconds_per_epoch', 0):.0f} | {seconds / 60:.1f} min |"
         )
 
 
