@@ -46,6 +46,21 @@ def test_export_writes_savedmodel_metadata_and_reports(quick_store: Path) -> Non
         assert (version / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_redraws_the_plots_from_metadata(quick_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    copy = tmp_path / "mnist" / "mlp" / "1"
+    shutil.copytree(quick_store / "mnist" / "mlp" / "1", copy)
+    for name in ("history.png", "confusion_matrix.png"):
+        (copy / name).unlink()
+    assert main(["report", str(copy)]) == 0
+    for name in ("history.png", "confusion_matrix.png"):
+        with Image.open(copy / name) as image:
+            assert image.format == "PNG" and image.width >= 500
+
+
 def test_savedmodel_has_serving_signature(quick_store: Path) -> None:
     import tensorflow as tf
 

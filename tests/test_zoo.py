@@ -10,8 +10,9 @@ import keras
 import pytest
 
 from training.architectures import ARCHITECTURES
-from training.cli import ZOO_FILE, main, read_store, resolve_recipe
+from training.cli import ZOO_FILE, main, resolve_recipe
 from training.datasets import load_dataset
+from training.store import read_store, warm_start_chain
 from training.train import TrainConfig, train
 
 STORE = Path(__file__).resolve().parents[1] / "models_store"
@@ -104,6 +105,10 @@ def test_initial_weights_from_a_store_version(tmp_path: Path, data_dir: Path) ->
         tmp_path / "second", data_dir, "--dataset", "mnist", "--arch", "lenet", "--initial-weights", str(source)
     )
     assert resumed["initial_weights"] == str(source)
+    chain = warm_start_chain(resumed["initial_weights"])
+    assert [(run["arch"], run["version"], run["created_at"]) for run in chain] == [
+        ("lenet", first["version"], first["created_at"])
+    ]
 
 
 def test_flip_average_serves_the_mean_over_the_mirror_image(tmp_path: Path, data_dir: Path) -> None:

@@ -1,9 +1,10 @@
-"""Command line: `python -m training {train,compare,zoo}`.
+"""Command line: `python -m training {train,compare,zoo,report}`.
 
 python -m training train --arch custom2 --dataset mnist
 python -m training train --arch mlp --dataset mnist --quick --output-dir /tmp/store
 python -m training compare --dataset mnist
 python -m training zoo --only 'mnist/*'
+python -m training report models_store/cifar10/vgg_bn/3
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from training.architectures import ARCHITECTURES, Recipe
 from training.config import PROJECT_ROOT, get_settings
+from training.store import read_store
 
 logger = logging.getLogger("training")
 
@@ -142,36 +144,6 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
     return target
 
 
-def read_store(store_dir: Path, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Metadata of the newest version of every model in the store, optionally of one dataset.
-
-    A model warm-started from another store version (`--initial-weights
-    models_store/<dataset>/<arch>/<version>`) also gets `total_epochs` and
-    `total_training_seconds` summed over that chain of versions; otherwise they equal
-    its own `epochs_run` and `training_seconds`.
-    """
-    versions: dict[tuple[str, ...], dict[str, Any]] = {}
-    for path in sorted(store_dir.glob("*/*/*/metadata.json")):
-        versions[path.parent.parts[-3:]] = json.loads(path.read_text())
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
-    for metadata in versions.values():
-        key = (metadata["dataset"], metadata["arch"])
-        if dataset and key[0] != dataset:
-            continue
-        if key not in newest or metadata["version"] > newest[key]["version"]:
-            newest[key] = metadata
-    for metadata in newest.values():
-        epochs, seconds = metadata["epochs_run"], metadata["training_seconds"]
-        source, seen = metadata.get("initial_weights"), set()
-        while source and Path(source).parts[-3:] in versions and source not in seen:
-            seen.add(source)
-            parent = versions[Path(source).parts[-3:]]
-            epochs, seconds = epochs + parent["epochs_run"], seconds + parent["training_seconds"]
-            source = parent.get("initial_weights")
-        metadata["total_epochs"], metadata["total_training_seconds"] = epochs, seconds
-    return list(newest.values())
-
-
 def _epochs_and_time(item: dict[str, Any]) -> tuple[str, float]:
     """Epochs as `total` or `total (N here)` for a warm-started model, and total seconds."""
     total = item.get("total_epochs", item["epochs_run"])
@@ -244,7 +216,7 @@ def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The argument parser with the `train`, `compare` and `zoo` subcommands."""
+    """The argument parser with the `train`, `compare`, `zoo` and `report` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
@@ -258,6 +230,8 @@ def make_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     zoo.add_argument("--force", action="store_true")
     zoo.add_argument("--quick", action="store_true")
+    report = commands.add_parser("report", help="redraw history.png and confusion_matrix.png from metadata.json")
+    report.add_argument("versions", nargs="+", type=Path, help="store version folders")
     return parser
 
 
@@ -272,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "compare":
         models = read_store(args.output_dir, args.dataset)
         (print_markdown if args.markdown else print_leaderboard)(models)
+    elif args.command == "report":
+        from training.export import draw_reports
+
+        for folder in args.versions:
+            draw_reports(folder)
+            print(f"redrew the reports of {folder}")
     else:
         run_zoo(args, parser)
     return 0

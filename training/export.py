@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from training import reports
 from training.config import PROJECT_ROOT
 from training.datasets import Dataset
+from training.store import warm_start_chain
 from training.train import TrainConfig, TrainResult
 
-__all__ = ["export_model", "git_commit", "next_version", "save_serving_model"]
+__all__ = ["draw_reports", "export_model", "git_commit", "next_version", "save_serving_model"]
 
 REPORT_FILES = ("history.png", "confusion_matrix.png", "errors.png", "summary.txt", "epochs.csv")
 
@@ -84,6 +86,33 @@ def save_serving_model(model: keras.Model, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
 
 
+def _plot_history(
+    history: dict[str, list[float]], initial_weights: str | Path | None, path: Path, *, title: str, version: int
+) -> None:
+    """`history.png` of a run, after the runs of the store versions it was warm-started from."""
+    earlier = [(f"v{run['version']}", run.get("history", {})) for run in warm_start_chain(initial_weights)]
+    reports.plot_history(history, path, title=title, earlier=earlier, label=f"v{version}")
+
+
+def draw_reports(folder: Path) -> None:
+    """Redraw `history.png` and `confusion_matrix.png` of a store version from its `metadata.json`.
+
+    For versions exported before a change to the plots; `errors.png` needs the model and
+    the test images, so it is left as it is.
+
+    Raises:
+        OSError: `folder` has no readable `metadata.json`.
+    """
+    metadata = json.loads((folder / "metadata.json").read_text())
+    title = f"{metadata['dataset']}/{metadata['arch']} v{metadata['version']}"
+    _plot_history(
+        metadata["history"], metadata.get("initial_weights"), folder / "history.png",
+        title=title, version=metadata["version"],
+    )  # fmt: skip
+    matrix = np.asarray(metadata["confusion_matrix"], dtype=np.int64)
+    reports.plot_confusion_matrix(matrix, metadata["class_names"], folder / "confusion_matrix.png", title=title)
+
+
 def export_model(
     result: TrainResult,
     dataset: Dataset,
@@ -125,7 +154,7 @@ def export_model(
     y_pred = result.test_probabilities.argmax(axis=1)
     matrix = reports.confusion_matrix(y_test, y_pred, dataset.num_classes)
     title = f"{dataset.name}/{config.arch} v{version}"
-    reports.plot_history(result.history, staging / "history.png", title=title)
+    _plot_history(result.history, config.initial_weights, staging / "history.png", title=title, version=version)
     reports.plot_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png", title=title)
     reports.plot_errors(
         dataset.x_test[:test_size], y_test, result.test_probabilities, dataset.class_names,

@@ -48,18 +48,42 @@ def per_class_metrics(matrix: np.ndarray, class_names: Sequence[str]) -> list[di
     ]
 
 
-def plot_history(history: dict[str, list[float]], path: Path, *, title: str) -> None:
-    """Accuracy and loss per epoch, training vs validation, side by side."""
+def plot_history(
+    history: dict[str, list[float]],
+    path: Path,
+    *,
+    title: str,
+    earlier: Sequence[tuple[str, dict[str, list[float]]]] = (),
+    label: str = "this run",
+) -> None:
+    """Accuracy and loss per epoch, training vs validation, side by side.
+
+    Args:
+        history: This run's per-epoch `accuracy`, `loss`, `val_accuracy`, `val_loss`.
+        path: The PNG to write.
+        title: The figure's title.
+        earlier: (label, history) of the runs this one continued (a warm start), oldest
+            first; drawn before this run's epochs, each run's start marked and labelled.
+        label: This run's label when there are earlier runs, e.g. `v3`.
+    """
+    runs = [*earlier, (label, history)]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for axis, metric in zip(axes, ("accuracy", "loss"), strict=True):
-        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
-            if history.get(key):
-                axis.plot(epochs, history[key], marker="o", markersize=3, label=label)
+        for key, curve in ((metric, "training"), (f"val_{metric}", "validation")):
+            values = [value for _, run in runs for value in run.get(key, [])]
+            if values:
+                axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=curve)
+        if earlier:
+            start = 0
+            for run_label, run in [*earlier, (label, history)]:
+                axis.axvline(start + 0.5, color="gray", linestyle=":", linewidth=1)
+                position = (start + 0.7, 0.98)
+                axis.annotate(run_label, position, xycoords=("data", "axes fraction"), va="top", color="gray")
+                start += len(run.get("loss", []))
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(loc="center right")
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
