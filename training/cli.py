@@ -145,10 +145,10 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
 
 
 def _epochs_and_time(item: dict[str, Any]) -> tuple[str, float]:
-    """Epochs as `total` or `total (N here)` for a warm-started model, and total seconds."""
-    total = item.get("total_epochs", item["epochs_run"])
+    """Epochs as `total` or `total (N here)` for a warm-started model, and total seconds (from `read_store`)."""
+    total = item["total_epochs"]
     epochs = str(total) if total == item["epochs_run"] else f"{total} ({item['epochs_run']} here)"
-    return epochs, item.get("total_training_seconds", item["training_seconds"])
+    return epochs, item["total_training_seconds"]
 
 
 def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:

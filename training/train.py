@@ -30,6 +30,9 @@ from training.datasets import Dataset
 logger = logging.getLogger(__name__)
 
 QUICK_TRAIN_IMAGES = 512
+MIRRORED_DATASETS = frozenset({"cifar10"})
+"""Datasets whose classes survive a left-right mirror: flipped by augmentation and `flip_average`.
+Digits and clothes are not mirror-symmetric classes."""
 QUICK_TEST_IMAGES = 256
 
 
@@ -51,7 +54,7 @@ class TrainConfig:
             example `models_store/cifar10/custom2/1`) or a Keras `.weights.h5` file.
         flip_average: Evaluate and export the model wrapped by
             `training.architectures.with_flip_average` (test-time augmentation with
-            horizontal flips); refused for MNIST and Fashion-MNIST.
+            horizontal flips); only for `MIRRORED_DATASETS`.
     """
 
     arch: str
@@ -175,13 +178,13 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
 def make_augmentation(dataset_name: str, seed: int) -> keras.Sequential:
     """Random shifts (10%) and rotations (about 8 degrees); horizontal flips on CIFAR-10 only.
 
-    Digits and clothes are not mirror-symmetric classes, so only CIFAR-10 is flipped.
+    Only `MIRRORED_DATASETS` are flipped.
     """
     augmentation: list[keras.layers.Layer] = [
         keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
         keras.layers.RandomRotation(0.022, fill_mode="constant", seed=seed),
     ]
-    if dataset_name == "cifar10":
+    if dataset_name in MIRRORED_DATASETS:
         augmentation.insert(0, keras.layers.RandomFlip("horizontal", seed=seed))
     return keras.Sequential(augmentation, name="augmentation")
 
@@ -275,10 +278,10 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
 
     Raises:
         ValueError: Unknown architecture or a builder option it does not take; flip
-            averaging asked for MNIST or Fashion-MNIST.
+            averaging asked for a dataset outside `MIRRORED_DATASETS`.
     """
-    if config.flip_average and dataset.name in ("mnist", "fashion_mnist"):
-        raise ValueError(f"flip averaging does not fit {dataset.name}: mirrored images change class")
+    if config.flip_average and dataset.name not in MIRRORED_DATASETS:
+        raise ValueError(f"flip averaging does not fit {dataset.name}: its mirrored images may change class")
     recipe = config.recipe
     epochs = 1 if config.quick else recipe.epochs
     keras.utils.set_random_seed(config.seed)
