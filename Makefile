@@ -14,4 +14,4 @@ lint:
 	bash scripts/setup.sh && .venv/bin/ruff check app training tests && .venv/bin/ruff format --check app training tests
 
 benchmark:
-	bash scripts/setup.sh && .venv/bin/python tests/benchmarks/run.py
+	bash scripts/setup.sh && .venv/bin/python benchmarks/run.py

@@ -1,15 +1,24 @@
-"""Service settings, read once from environment variables (pydantic-settings)."""
+"""Service settings, read once from environment variables (pydantic-settings).
+
+The lifespan builds one `Settings` (or takes the one given to `create_app`) and puts it in
+the application's state; routes reach it through `app.deps.SettingsDep`, nothing else
+reads the environment. Each default is defined here and listed in the README's
+configuration table.
+"""
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BatchingSettings", "Settings", "get_settings"]
+from app.inference.body import BodyLimits
+from app.inference.inputs import InputLimits
+
+__all__ = ["BatchingSettings", "Settings"]
 
 
 class BatchingSettings(BaseModel):
@@ -22,12 +31,22 @@ class BatchingSettings(BaseModel):
             for more to arrive.
         max_concurrent_batches: Model calls in flight at once (2 pipelines batch forming
             with the previous call).
+        buckets: Batch sizes the model is called with, inputs zero-padded up to the next
+            one; each is run once at load. Default: powers of two and 1.5 times them up to
+            `max_batch_size` (see `app.inference.model.batch_buckets`).
     """
 
     enabled: bool = True
     max_batch_size: int = Field(32, ge=1, le=1024)
     batch_timeout_ms: float = Field(2.0, ge=0.0, le=1000.0)
     max_concurrent_batches: int = Field(1, ge=1, le=16)
+    buckets: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _buckets_cover_the_batch(self) -> BatchingSettings:
+        if self.buckets is not None and (min(self.buckets) < 1 or max(self.buckets) < self.max_batch_size):
+            raise ValueError(f"buckets {self.buckets} must be positive and reach max_batch_size {self.max_batch_size}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -39,20 +58,28 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
 
-    models_dir: Path = Path("models_store")
+    models_dir: Path = Field(Path("models_store"), description="the model store to load")
+    default_dataset: str = Field("mnist", description="dataset of a bare architecture in `model=custom2`")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit, bytes")
+    body_read_timeout_seconds: float = Field(30.0, gt=0.0, description="time a request body may take to arrive")
     max_image_pixels: int = Field(40_000_000, ge=1, description="declared width x height limit, pixels")
-    max_images_per_request: int = Field(64, ge=1)
+    max_images_per_request: int = Field(64, ge=1, description="images or tensor rows per request")
+    max_tensor_elements: int = Field(64 * 32 * 32 * 3, ge=1, description="numbers in one request's tensors")
+    max_json_depth: int = Field(16, ge=4, description="nesting of JSON arrays and objects")
+    max_form_fields: int = Field(16, ge=1, description="text fields of a multipart form")
     inline_preprocess_pixels: int = Field(
         4096, ge=0, description="images up to this many pixels are preprocessed on the event loop (0: never)"
     )
+    preprocess_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 2, ge=1, description="worker threads that decode and preprocess"
+    )
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
-    warmup: bool = True
+    warmup: bool = Field(True, description="run every batch-size bucket once at load")
     intra_op_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
         ge=0,
-        description="TensorFlow threads per op; one core is left to the event loop (measured best on 2 cores)",
+        description="TensorFlow threads per op; one core is left to the event loop",
     )
     inter_op_threads: int = Field(2, ge=0)
     log_level: str = "INFO"
@@ -68,12 +95,23 @@ class Settings(BaseSettings):
         """The batching settings of `dataset/arch`: its own entry, else the global default."""
         return self.model_batching.get(model_id, self.batching)
 
+    @cached_property
+    def input_limits(self) -> InputLimits:
+        """What one request's inputs may cost, for the pipeline."""
+        return InputLimits(
+            max_images=self.max_images_per_request,
+            max_tensor_elements=self.max_tensor_elements,
+            max_image_pixels=self.max_image_pixels,
+            inline_preprocess_pixels=self.inline_preprocess_pixels,
+        )
 
-@lru_cache
-def get_settings() -> Settings:
-    """Return the settings, read from the environment on first call.
-
-    Raises:
-        pydantic.ValidationError: A setting is invalid, e.g. MODELS_DIR does not exist.
-    """
-    return Settings()
+    @cached_property
+    def body_limits(self) -> BodyLimits:
+        """What reading one request body may cost."""
+        return BodyLimits(
+            max_bytes=self.max_upload_bytes,
+            read_timeout=self.body_read_timeout_seconds,
+            max_json_depth=self.max_json_depth,
+            max_form_fields=self.max_form_fields,
+            max_files=self.max_images_per_request,
+        )

@@ -1,4 +1,9 @@
-"""FastAPI dependencies: settings, the model registry, and the model a request names."""
+"""FastAPI dependencies: settings, the model registry, and the model a request names.
+
+Both live in the application's state, set by the lifespan; nothing reads a module global.
+Dependencies are coroutines: FastAPI runs plain `def` dependencies in a worker thread, a
+hop that costs more than the lookups themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,22 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.errors import NotReady
-from app.registry import LoadedModel, ModelRegistry
+from app.inference import ModelRegistry, ServedModel
 
-__all__ = ["ModelDep", "RegistryDep", "SettingsDep", "get_model", "get_registry", "settings_in_use"]
-
-# Dependencies are coroutines: FastAPI runs plain `def` dependencies in a worker thread,
-# a hop that costs more than the lookups themselves.
+__all__ = ["MODEL_PATTERN", "NAME_PATTERN", "ModelDep", "RegistryDep", "SettingsDep", "get_model", "get_registry"]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MODEL_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})?$"
 
 
-async def settings_in_use(request: Request) -> Settings:
-    """The settings the lifespan started with (`get_settings()`, or a test's override of it).
-
-    A coroutine, so FastAPI resolves it on the event loop instead of a thread.
-    """
-    settings = getattr(request.state, "settings", None)
-    return settings if settings is not None else get_settings()
+async def get_settings(request: Request) -> Settings:
+    """The settings the lifespan started with."""
+    return request.state.settings
 
 
-SettingsDep = Annotated[Settings, Depends(settings_in_use)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_registry(request: Request) -> ModelRegistry:
@@ -57,10 +55,11 @@ async def get_model(
         ),
     ],
     dataset: Annotated[
-        str | None, Query(description="dataset of the model; default `mnist`", pattern=NAME_PATTERN)
+        str | None,
+        Query(description="dataset of the model; default `DEFAULT_DATASET` (`mnist`)", pattern=NAME_PATTERN),
     ] = None,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="version; default the newest")] = None,
-) -> LoadedModel:
+) -> ServedModel:
     """Resolve the `model`, `dataset` and `version` query parameters.
 
     Raises:
@@ -69,4 +68,4 @@ async def get_model(
     return registry.get(model, dataset=dataset, version=version)
 
 
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
+ModelDep = Annotated[ServedModel, Depends(get_model)]

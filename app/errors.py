@@ -1,18 +1,24 @@
-"""Service errors and the handlers that turn every failure into one JSON error shape.
+"""Service errors, the one mapping from failures to statuses, and each protocol's error body.
 
-Native API errors are `{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
-Each `ServiceError` subclass sets only its status and code. A 5xx never shows its real
-message: it is logged with the request id, and the client gets a generic one.
+Each `ServiceError` subclass sets only its status and code. `describe` turns any failure
+(ours, FastAPI's validation, Starlette's HTTP errors, a client that went away, a bug) into
+a status, a code and a message, once for every protocol; the protocol then renders it:
+the native API as `{"error": {"code", "message", "request_id"}}` (the app's exception
+handlers), TF Serving and the Open Inference Protocol as `{"error": "<message>"}` (their
+routers' `route_class`, see `protocol_route`). A 5xx never shows its real message: it is
+logged with the request id, and the client gets a generic one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -20,20 +26,28 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BadRequest",
+    "ErrorRenderer",
+    "Failure",
     "ModelNotFound",
     "NotReady",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceError",
     "UnsupportedImage",
     "ValidationFailed",
+    "describe",
     "error_body",
     "install_error_handlers",
+    "protocol_route",
 ]
 
 STATUS_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -65,8 +79,14 @@ class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within the read timeout."""
+
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
-    """The body exceeds MAX_UPLOAD_BYTES or the image exceeds MAX_IMAGE_PIXELS."""
+    """The body, an image or a tensor is over its limit, or there are too many images."""
 
     status, code = 413, "payload_too_large"
 
@@ -89,32 +109,18 @@ class NotReady(ServiceError):
     status, code = 503, "not_ready"
 
 
+class Failure:
+    """A failure described for the client: HTTP status, error code, message, headers."""
+
+    __slots__ = ("code", "headers", "message", "status")
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
 def request_id_of(request: Request) -> str | None:
     """The id the request-id middleware gave this request."""
     return request.scope.get("request_id")
-
-
-def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """The native error shape."""
-    return {"error": {"code": code, "message": message, "request_id": request_id}}
-
-
-def _is_tf_serving(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
-
-
-def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
-    """An error response in the shape of the surface the request used.
-
-    The TensorFlow Serving surface (`/v1/...`) answers `{"error": "<message>"}` as TF
-    Serving does; everything else answers the native shape.
-    """
-    request_id = request_id_of(request)
-    if status >= 500:
-        message = f"internal error; quote request id {request_id} when reporting it"
-    body = {"error": message} if _is_tf_serving(request) else error_body(code, message, request_id)
-    headers = {"X-Request-ID": request_id} if request_id else None
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _describe_validation(error: RequestValidationError) -> str:
@@ -127,47 +133,82 @@ def _describe_validation(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    if exc.status >= 500 and exc.status != 503:
-        logger.error("request %s failed: %s", request_id_of(request), exc.message)
-    return error_response(request, exc.status, exc.code, exc.message)
+def describe(request: Request, exc: Exception) -> Failure:
+    """The status, code and message a failure answers with, in every protocol.
+
+    Unexpected exceptions are logged with the request id and answer 500 with a generic
+    message that never shows a stack trace or a path.
+    """
+    request_id = request_id_of(request)
+    if isinstance(exc, ServiceError):
+        failure = Failure(exc.status, exc.code, exc.message)
+    elif isinstance(exc, RequestValidationError):
+        failure = Failure(422, "validation_error", _describe_validation(exc))
+    elif isinstance(exc, StarletteHTTPException):
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        failure = Failure(exc.status_code, STATUS_CODES.get(exc.status_code, "http_error"), message, exc.headers)
+    elif isinstance(exc, ClientDisconnect):
+        logger.info("request %s: client disconnected before its body was read", request_id)
+        failure = Failure(400, "bad_request", "client disconnected")
+    else:
+        logger.error("request %s failed with an unhandled error", request_id, exc_info=exc)
+        failure = Failure(500, "internal_error", "")
+    if failure.status >= 500 and failure.status != 503:
+        if isinstance(exc, ServiceError):
+            logger.error("request %s failed: %s", request_id, exc.message)
+        failure.message = f"internal error; quote request id {request_id} when reporting it"
+    return failure
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    status = 400 if _is_tf_serving(request) else 422  # TF Serving answers 400 to malformed bodies
-    return error_response(request, status, "validation_error", _describe_validation(exc))
+def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    """The native error shape."""
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    message = str(exc.detail)
-    if exc.status_code == 404 and message == "Not Found":
-        message = f"no route {request.url.path}; see /docs for the API"
-    elif exc.status_code == 405:
-        message = f"method {request.method} not allowed on {request.url.path}"
-    code = STATUS_CODES.get(exc.status_code, "http_error")
-    response = error_response(request, exc.status_code, code, message)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
+def _headers(request: Request, failure: Failure) -> dict[str, str]:
+    request_id = request_id_of(request)
+    return {**failure.headers, **({"X-Request-ID": request_id} if request_id else {})}
 
 
-async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
-    logger.info("request %s: client disconnected before its body was read", request_id_of(request))
-    return error_response(request, 400, "bad_request", "client disconnected")
-
-
-async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("request %s failed with an unhandled error", request_id_of(request), exc_info=exc)
-    return error_response(request, 500, "internal_error", "")
+async def _native_error(request: Request, exc: Exception) -> JSONResponse:
+    failure = describe(request, exc)
+    body = error_body(failure.code, failure.message, request_id_of(request))
+    return JSONResponse(body, status_code=failure.status, headers=_headers(request, failure))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every error the JSON shape above."""
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(ClientDisconnect, _client_disconnect)
-    app.add_exception_handler(Exception, _unhandled_error)
+    """Answer every failure outside a protocol router in the native JSON error shape."""
+    for kind in (ServiceError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
+        app.add_exception_handler(kind, _native_error)
+
+
+ErrorRenderer = Callable[[Failure], tuple[int, dict[str, Any]]]
+"""A protocol's error format: (status, JSON body) for a failure."""
+
+
+def protocol_route(render: ErrorRenderer) -> type[APIRoute]:
+    """A route class whose routes answer failures in a protocol's own format.
+
+    Use as `APIRouter(route_class=protocol_route(render))`: the router, not the URL,
+    decides how its errors look.
+    """
+
+    class ProtocolRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as exc:
+                    failure = describe(request, exc)
+                    status, body = render(failure)
+                    return JSONResponse(body, status_code=status, headers=_headers(request, failure))
+
+            return handle
+
+    return ProtocolRoute

@@ -9,8 +9,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -18,75 +18,79 @@ import anyio
 from fastapi import FastAPI
 
 from app import errors, middleware
-from app.config import Settings, get_settings
-from app.routers import health, models, predict, tf_serving
+from app.config import Settings
+from app.routers import health, models, predict, tf_serving, v2
 
 logger = logging.getLogger("app")
 
 DESCRIPTION = """
-Image classifiers trained on MNIST, Fashion-MNIST and CIFAR-10, served over HTTP.
+Image classifiers trained on MNIST, Fashion-MNIST and CIFAR-10, served over HTTP with three
+protocols: the native `/predict`, TensorFlow Serving's REST API (`/v1`) and the Open
+Inference Protocol of KServe and Triton (`/v2`).
 
 Try it: `curl -F image=@tests/data/7.png 'http://127.0.0.1:8000/predict?model=custom2'`.
-Errors are JSON: `{"error": {"code": ..., "message": ..., "request_id": ...}}`.
+Native errors are JSON: `{"error": {"code": ..., "message": ..., "request_id": ...}}`;
+the `/v1` and `/v2` protocols answer `{"error": "<message>"}` as their servers do.
 """
 
 
-def settings_of(app: FastAPI) -> Settings:
-    """The app's settings, honouring a test's `app.dependency_overrides[get_settings]`."""
-    return app.dependency_overrides.get(get_settings, get_settings)()
+def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """The lifespan of an app with these settings (None: read them from the environment at start-up)."""
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        """Configure TensorFlow, load and warm up every model in the store, start the pipelines."""
+        settings = given or Settings()
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logger.setLevel(settings.log_level)
+        started = time.perf_counter()
+        from app.inference import ModelRegistry
+        from app.inference.model import configure_tensorflow
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-    """Configure TensorFlow, load and warm up every model in the store, start the batchers."""
-    settings = settings_of(app)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.setLevel(settings.log_level)
-    started = time.perf_counter()
-    from app.registry import ModelRegistry, configure_tensorflow
-
-    configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
-    registry = await anyio.to_thread.run_sync(
-        partial(
-            ModelRegistry.load,
+        configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
+        registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings))
+        await registry.start(anyio.CapacityLimiter(settings.preprocess_threads))
+        # The loaded graphs are about half a million Python objects that live as long as
+        # the process; a full collection walks them all, a stall that showed as the p99
+        # of the benchmark (docs/performance.md). Frozen, they are skipped by every collection.
+        gc.collect()
+        gc.freeze()
+        logger.info(
+            "ready: %d model versions (%d refused) from %s in %.1f s",
+            len(registry),
+            len(registry.failed),
             settings.models_dir,
-            batching=settings.model_batching,
-            default_batching=settings.batching,
-            warm_up=settings.warmup,
+            time.perf_counter() - started,
         )
-    )
-    await registry.start()
-    # The loaded graphs are about half a million Python objects that live as long as the
-    # process; a full collection walks them all (0.36 s with 28 models on the build
-    # machine), a stall that showed as the p99 of the benchmark. Frozen, they are skipped
-    # by every collection.
-    gc.collect()
-    gc.freeze()
-    logger.info(
-        "ready: %d model versions from %s in %.1f s", len(registry), settings.models_dir, time.perf_counter() - started
-    )
-    try:
-        yield {"registry": registry, "settings": settings}
-    finally:
-        gc.unfreeze()
-        await registry.stop()
+        try:
+            yield {"registry": registry, "settings": settings}
+        finally:
+            gc.unfreeze()
+            await registry.stop()
+
+    return lifespan
 
 
-def create_app() -> FastAPI:
-    """Assemble the application (no model is loaded until the lifespan runs)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Assemble the application; no model is loaded until the lifespan runs.
+
+    Args:
+        settings: The settings to serve with; None reads them from the environment when
+            the server starts.
+    """
     app = FastAPI(
         title="Image classifier service",
         version="1.0.0",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=make_lifespan(settings),
     )
     errors.install_error_handlers(app)
-    app.add_middleware(middleware.BodySizeLimitMiddleware, max_bytes=lambda: settings_of(app).max_upload_bytes)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(tf_serving.router)
+    app.include_router(v2.router)
     app.include_router(health.router)
     return app
 

@@ -6,12 +6,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+EXAMPLE_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAxUlEQVR4nGNgGDaAEUKFpD77sfTFHeyS9xQYGBg+X4UKPuk6w8DAwMDAAuGm"
+    "6l/TMnSweCzLwPDntSTDozPIOhkYGBgYBA3PmDIw/Lh1XShnGi5nBP+9KIRLTuzl/2AokwlDMlv0/U1cGq1//rPDJcfQ+m83Ky45zrM/rHBq"
+    "rPu3Daec9+8PlrjkhO/+W4ZLjvn0v9vKuCTV/v3zxSUn/+BfMSMuydZ//0xwydl+QpdEClsbHoa7X1AkWZA5F53f4TIWEwAAaRE8kJuHrgAA"
+    "AAAASUVORK5CYII="
+)
+"""`tests/data/7.png` (a 28x28 MNIST seven) in base64: the working example of the JSON bodies."""
+
 __all__ = [
+    "EXAMPLE_PNG_BASE64",
     "Base64Image",
     "BatchPredictResponse",
     "ClassProbability",
     "ErrorBody",
     "ErrorResponse",
+    "FailedModel",
     "Health",
     "ModelDetail",
     "ModelInfo",
@@ -93,7 +103,9 @@ class Base64Image(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str | list[str] = Field(description="base64 of a PNG/JPEG/... file, or a list of them")
+    image: str | list[str] = Field(
+        description="base64 of a PNG/JPEG/... file, or a list of them", examples=[EXAMPLE_PNG_BASE64]
+    )
 
 
 class SplitMetrics(BaseModel):
@@ -101,6 +113,14 @@ class SplitMetrics(BaseModel):
 
     loss: float
     accuracy: float
+
+
+class FailedModel(BaseModel):
+    """A version in the store that was refused at load, and why."""
+
+    model: str = Field(examples=["mnist/custom2"])
+    version: int
+    reason: str = Field(examples=["metadata.json is invalid: class_names: Field required"])
 
 
 class ModelSummary(BaseModel):
@@ -125,13 +145,14 @@ class ModelSummary(BaseModel):
 
 
 class ModelList(BaseModel):
-    """Every loaded model, newest versions, sorted by dataset then test accuracy."""
+    """Every loaded model, newest versions, sorted by dataset then test accuracy, and the refused versions."""
 
     models: list[ModelSummary]
+    failed: list[FailedModel] = Field(default_factory=list, description="versions refused at load")
 
 
 class ModelDetail(BaseModel):
-    """A model's full metadata.json, plus the report URLs."""
+    """A model's metadata.json as published (no paths of the training machine), plus the report URLs."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -155,6 +176,7 @@ class Readiness(BaseModel):
 
     status: str = Field(examples=["ready"])
     models: int = Field(description="loaded model versions", examples=[4])
+    failed: list[FailedModel] = Field(default_factory=list, description="versions refused at load")
 
 
 class ErrorBody(BaseModel):

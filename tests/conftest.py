@@ -1,4 +1,10 @@
-"""Shared fixtures: the shipped model store, a client over the real app, test images."""
+"""Shared fixtures: a tiny model store for the service tests, the shipped store for the
+quality tests, clients over the real app, test images.
+
+Service tests run on `client`: the real app over a store of tiny models (a few hundred
+parameters, random weights) exported into a temporary folder by training's own export,
+so they start in seconds. Only tests of model quality use `shipped_client`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,69 @@ DATA = Path(__file__).resolve().parent / "data"
 STORE = PROJECT_ROOT / "models_store"
 DATA_DIR = Path(os.environ.get("DATA_DIR", PROJECT_ROOT.parent / "shared" / "datasets"))
 
+TINY_MODELS = {
+    "mnist": ((28, 28, 1), [str(digit) for digit in range(10)], "mnist"),
+    "fashion_mnist": (
+        (28, 28, 1),
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "fashion_mnist",
+    ),
+    "cifar10": (
+        (32, 32, 3),
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "cifar10",
+    ),
+}
+"""dataset: (input shape, class names, preprocessing) of the tiny test models."""
+
+
+def export_tiny_model(store: Path, dataset: str, arch: str = "tiny", version: int = 1, *, seed: int = 0) -> Path:
+    """Export a tiny random-weight classifier to `store/<dataset>/<arch>/<version>/` with valid metadata.
+
+    Returns:
+        The version folder.
+    """
+    import keras
+
+    from modelstore import ModelMetadata
+    from training.export import save_serving_model
+
+    input_shape, class_names, preprocessing = TINY_MODELS[dataset]
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(class_names), activation="softmax"),
+        ]
+    )
+    folder = store / dataset / arch / str(version)
+    save_serving_model(model, folder)
+    metadata = ModelMetadata(
+        dataset=dataset,
+        arch=arch,
+        version=version,
+        class_names=class_names,
+        input_shape=input_shape,
+        preprocessing=preprocessing,
+        parameter_count=model.count_params(),
+        metrics={"test": {"loss": 2.3, "accuracy": 0.1}, "val": {"loss": 2.3, "accuracy": 0.1}},
+        command=f"python -m training train --arch {arch} --dataset {dataset} --output-dir {store}",
+    )
+    (folder / "metadata.json").write_text(metadata.model_dump_json(indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of tiny models: `mnist/tiny` v1 and v2, `fashion_mnist/tiny` v1, `cifar10/tiny` v1."""
+    store = tmp_path_factory.mktemp("store")
+    for dataset in TINY_MODELS:
+        export_tiny_model(store, dataset)
+    export_tiny_model(store, "mnist", version=2, seed=1)
+    return store
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -26,16 +95,23 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def client() -> Iterator[TestClient]:
-    """The real app over the shipped store, lifespan run once for the whole session."""
-    from app.config import Settings, get_settings
-    from app.main import app
+def client(tiny_store: Path) -> Iterator[TestClient]:
+    """The real app over the tiny store, lifespan run once for the whole session."""
+    from app.config import Settings
+    from app.main import create_app
 
-    settings = Settings(models_dir=STORE)
-    app.dependency_overrides[get_settings] = lambda: settings
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(Settings(models_dir=tiny_store)), raise_server_exceptions=False) as test_client:
         yield test_client
-    app.dependency_overrides.clear()
+
+
+@pytest.fixture(scope="session")
+def shipped_client() -> Iterator[TestClient]:
+    """The real app over the shipped store, lifespan run once for the whole session."""
+    from app.config import Settings
+    from app.main import create_app
+
+    with TestClient(create_app(Settings(models_dir=STORE)), raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 def upload(path: Path | bytes, name: str = "image.png", content_type: str = "image/png") -> dict:

@@ -10,19 +10,19 @@ it `metadata.json`, `history.png`, `confusion_matrix.png`, `errors.png`, `summar
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import platform
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from modelstore import INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNATURE_NAME, ModelMetadata, public_command
+from modelstore.layout import next_version, staging_folder
 from training import reports
 from training.config import PROJECT_ROOT
 from training.datasets import Dataset
@@ -52,13 +52,6 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def next_version(store_dir: Path, dataset: str, arch: str) -> int:
-    """One more than the newest integer version of `dataset/arch` in the store, else 1."""
-    folder = store_dir / dataset / arch
-    versions = [int(path.name) for path in folder.glob("*") if path.is_dir() and path.name.isdigit()]
-    return max(versions, default=0) + 1
-
-
 def _summary(model: keras.Model) -> str:
     lines: list[str] = []
     model.summary(print_fn=lambda line, **_: lines.append(line))
@@ -68,22 +61,22 @@ def _summary(model: keras.Model) -> str:
 def save_serving_model(model: keras.Model, path: Path) -> None:
     """Write `model` as a SavedModel with one `serving_default` signature.
 
-    The signature takes `keras_tensor`, float32 (N, *input_shape), and returns `output_0`,
-    float32 (N, classes), the names `model.export()` uses, so TensorFlow Serving and the
-    app read every store version alike. Unlike `model.export()` (Keras 3.15), which
+    The signature takes `images`, float32 (N, *input_shape) in [0, 1], and returns
+    `probabilities`, float32 (N, classes) (`modelstore.layout`): the names TF Serving's and
+    the v2 protocol's model metadata show. Unlike `model.export()` (Keras 3.15), which
     checkpoints each variable twice (`variables/` and `_all_variables/`), the weights are
     written once: cifar_cnn3's SavedModel is 44 MB instead of 88 MB.
     """
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="keras_tensor")
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
 
     @tf.function(input_signature=[spec])
-    def serve(keras_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"output_0": model(keras_tensor, training=False)}
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(images, training=False)}
 
     module = tf.Module()
     module.model_variables = [variable.value for variable in model.variables]
     module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: serve})
 
 
 def _plot_history(
@@ -145,7 +138,7 @@ def export_model(
     target = store_dir / dataset.name / config.arch / str(version)
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force or another --version")
-    staging = target.with_name(f".{version}.tmp")
+    staging = staging_folder(target)
     shutil.rmtree(staging, ignore_errors=True)
     save_serving_model(result.model, staging)
 
@@ -165,16 +158,12 @@ def export_model(
         shutil.copyfile(config.run_dir / "epochs.csv", staging / "epochs.csv")
 
     epoch_seconds = [round(seconds, 2) for seconds in result.epoch_seconds]
-    metadata: dict[str, Any] = {
+    metadata = ModelMetadata(**{
         "dataset": dataset.name,
         "arch": config.arch,
         "version": version,
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
-        "input_dtype": "float32",
-        "input_range": [0.0, 1.0],
-        "output": "probabilities",
-        "signature": "serving_default",
         "preprocessing": dataset.preprocessing,
         "parameter_count": int(result.model.count_params()),
         "epochs_run": len(result.history.get("loss", [])),
@@ -196,7 +185,7 @@ def export_model(
         "quick": config.quick,
         "initial_weights": str(config.initial_weights) if config.initial_weights else None,
         "test_time_augmentation": "flip_average" if config.flip_average else None,
-        "command": command,
+        "command": public_command(command),
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,
         "git_commit": commit or git_commit(),
@@ -205,10 +194,8 @@ def export_model(
         "keras_version": keras.__version__,
         "machine": f"{platform.machine()}, {len(tf.config.list_physical_devices('GPU'))} GPU",
         "reports": [name for name in REPORT_FILES if (staging / name).exists()],
-    }
-    buffer = io.StringIO()
-    json.dump(metadata, buffer, indent=2)
-    (staging / "metadata.json").write_text(buffer.getvalue() + "\n")
+    })  # fmt: skip
+    (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
 
     if target.exists():
         shutil.rmtree(target)

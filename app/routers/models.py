@@ -9,9 +9,10 @@ from fastapi.responses import FileResponse
 
 from app.deps import NAME_PATTERN, RegistryDep
 from app.errors import ModelNotFound
-from app.registry import LoadedModel
+from app.inference import FailedVersion, ServedModel
 from app.routers.predict import ERROR_RESPONSES
-from app.schemas import ModelDetail, ModelList, ModelSummary, SplitMetrics
+from app.schemas import FailedModel, ModelDetail, ModelList, ModelSummary, SplitMetrics
+from modelstore import REPORT_IMAGES
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -20,19 +21,28 @@ DatasetPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
 ArchPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["custom2"])]
 
 
-def report_urls(model: LoadedModel) -> list[str]:
+def report_urls(model: ServedModel) -> list[str]:
     """URLs of the model's report images that exist in its folder."""
     return [
         f"/models/{model.dataset}/{model.arch}/report/{name}.png?version={model.version}"
-        for name in ("history", "confusion_matrix", "errors")
+        for name in REPORT_IMAGES
         if (model.path / f"{name}.png").is_file()
     ]
 
 
-def summarize(model: LoadedModel, versions: list[int]) -> ModelSummary:
+def failed_models(failed: list[FailedVersion]) -> list[FailedModel]:
+    """The refused versions as `/models` and `/readyz` list them."""
+    return [
+        FailedModel(model=f"{item.dataset}/{item.arch}", version=item.version, reason=item.reason) for item in failed
+    ]
+
+
+def summarize(model: ServedModel, versions: list[int]) -> ModelSummary:
     """The `/models` entry of a model."""
     metadata = model.metadata
-    metrics = {split: SplitMetrics(**values) for split, values in metadata.get("metrics", {}).items()}
+    metrics = {
+        split: SplitMetrics(loss=values.loss, accuracy=values.accuracy) for split, values in metadata.metrics.items()
+    }
     return ModelSummary(
         model=model.model_id,
         dataset=model.dataset,
@@ -40,23 +50,23 @@ def summarize(model: LoadedModel, versions: list[int]) -> ModelSummary:
         version=model.version,
         versions=versions,
         input_shape=list(model.input_shape),
-        parameter_count=int(metadata.get("parameter_count", 0)),
+        parameter_count=metadata.parameter_count,
         class_names=model.class_names,
         preprocessing=model.preprocessing,
         metrics=metrics,
-        test_accuracy=metrics["test"].accuracy if "test" in metrics else None,
-        epochs_run=metadata.get("epochs_run"),
-        training_seconds=metadata.get("training_seconds"),
+        test_accuracy=metadata.test_accuracy,
+        epochs_run=metadata.epochs_run,
+        training_seconds=metadata.training_seconds,
         reports=report_urls(model),
     )
 
 
 @router.get("", response_model=ModelList, summary="List models")
 def list_models(registry: RegistryDep) -> ModelList:
-    """Every loaded model (newest version) with its accuracies, sorted by dataset then test accuracy."""
+    """Every loaded model (newest version) with its accuracies, by dataset then test accuracy; refused versions."""
     summaries = [summarize(model, sorted(registry.versions(model.dataset, model.arch))) for model in registry.newest()]
     summaries.sort(key=lambda item: (item.dataset, -(item.test_accuracy or 0.0)))
-    return ModelList(models=summaries)
+    return ModelList(models=summaries, failed=failed_models(registry.failed))
 
 
 @router.get("/{dataset}/{arch}", response_model=ModelDetail, summary="Model metadata")
@@ -66,7 +76,7 @@ def get_model_detail(
     arch: ArchPath,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> ModelDetail:
-    """One model's full metadata.json: recipe, metrics, confusion matrix, per-class precision and recall."""
+    """One model's metadata: recipe, metrics, confusion matrix, per-class precision and recall (no local paths)."""
     model = registry.get(arch, dataset=dataset, version=version)
     return ModelDetail(
         model=model.model_id,
@@ -75,7 +85,7 @@ def get_model_detail(
         version=model.version,
         versions=sorted(registry.versions(dataset, arch)),
         report_urls=report_urls(model),
-        metadata=model.metadata,
+        metadata=model.metadata.public(),
     )
 
 

@@ -1,30 +1,42 @@
-"""A TensorFlow Serving-compatible REST surface, so existing TF Serving clients work unchanged.
+"""TensorFlow Serving's REST API, an adapter over the inference pipeline.
 
 Model names are `<dataset>-<arch>` (e.g. `mnist-custom2`). Implemented from the TF
 Serving REST API: predict (row `instances` and columnar `inputs` formats), model status
-and model metadata; errors are `{"error": "<message>"}` as TF Serving sends them. An
-instance is the model's input tensor as nested lists (float, (H, W, C) or (H, W), values
-in [0, 1]) or `{"b64": "<base64 image file>"}`, which is decoded and preprocessed like an
-upload to `/predict`.
+and model metadata; errors are `{"error": "<message>"}` and malformed bodies answer 400,
+as TF Serving does. An instance is the model's input tensor as nested lists (float,
+(H, W, C) or (H, W), values in [0, 1]) or `{"b64": "<base64 image file>"}`, which the
+pipeline decodes and preprocesses like an upload to `/predict`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import json
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
-from app.config import Settings
 from app.deps import RegistryDep, SettingsDep
-from app.errors import BadRequest, ModelNotFound
-from app.preprocessing import prepare_image_async
-from app.registry import SIGNATURE, LoadedModel, ModelRegistry
+from app.errors import BadRequest, Failure, ModelNotFound, protocol_route
+from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
+from app.schemas import EXAMPLE_PNG_BASE64
+from modelstore import SIGNATURE_NAME
+
+
+class ModelNameConvertor(Convertor[str]):
+    """A `<dataset>-<arch>` path segment; no `:`, so `GET .../mnist-custom2:predict`
+    matches only the POST route and answers 405."""
+
+    regex = r"[A-Za-z0-9_.]{1,64}-[A-Za-z0-9_.\-]{1,64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model_name", ModelNameConvertor())
 
 
 class TFServingError(BaseModel):
@@ -33,25 +45,30 @@ class TFServingError(BaseModel):
     error: str = Field(examples=["Servable not found for request: Latest(mnist-nosuch)"])
 
 
+def render_error(failure: Failure) -> tuple[int, dict[str, Any]]:
+    """TF Serving's error format; a request that does not validate is its 400."""
+    return (400 if failure.status == 422 else failure.status), {"error": failure.message}
+
+
 router = APIRouter(
     prefix="/v1/models",
     tags=["tensorflow-serving"],
+    route_class=protocol_route(render_error),
     responses={
         400: {"model": TFServingError, "description": "malformed request"},
         404: {"model": TFServingError, "description": "unknown model or version"},
-        413: {"model": TFServingError, "description": "body over MAX_UPLOAD_BYTES or image too large"},
+        408: {"model": TFServingError, "description": "the body did not arrive within the read timeout"},
+        413: {"model": TFServingError, "description": "body, image or tensor over its limit, or too many instances"},
         415: {"model": TFServingError, "description": "a b64 instance is not a decodable image"},
         503: {"model": TFServingError, "description": "models not loaded yet"},
     },
 )
 
-NamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.]{1,64}-[A-Za-z0-9_.]{1,64}$", examples=["mnist-custom2"])]
+NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
-PREDICT_EXAMPLE = {"instances": [{"b64": "iVBORw0KGgoAAAANSUhEUgAA..."}]}
 
-
-def resolve(registry: ModelRegistry, name: str, version: int | None) -> LoadedModel:
+def resolve(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
     """The model `<dataset>-<arch>` at `version` (default newest).
 
     Raises:
@@ -61,66 +78,31 @@ def resolve(registry: ModelRegistry, name: str, version: int | None) -> LoadedMo
     return registry.get(arch, dataset=dataset, version=version)
 
 
-def _instance_to_input(instance: Any, model: LoadedModel, max_pixels: int) -> np.ndarray | bytes:
-    """Validate one instance: a tensor becomes float32 (H, W, C); `{"b64": ...}` stays bytes."""
+def parse_instance(instance: Any, index: int) -> ModelInput:
+    """One instance: `{"b64": ...}` is an encoded image, anything else a tensor.
+
+    Raises:
+        BadRequest: An object that is neither `{"b64": ...}` nor a one-input instance (400).
+    """
     if isinstance(instance, dict):
         if set(instance) == {"b64"} and isinstance(instance["b64"], str):
-            try:
-                return base64.b64decode(instance["b64"], validate=True)
-            except (binascii.Error, ValueError):
-                raise BadRequest("instance b64 value is not valid base64") from None
+            return EncodedImage(instance["b64"], index)
         if len(instance) == 1:
-            return _instance_to_input(next(iter(instance.values())), model, max_pixels)
+            return parse_instance(next(iter(instance.values())), index)
         raise BadRequest('an instance must be a tensor (nested lists) or {"b64": "<base64 image>"}')
-    try:
-        tensor = np.asarray(instance, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise BadRequest("instance is not a numeric tensor with a regular shape") from None
-    shape = model.input_shape
-    if tensor.shape == shape[:2] and shape[2] == 1:
-        tensor = tensor[..., np.newaxis]
-    if tensor.shape != shape:
-        raise BadRequest(f"instance shape {list(tensor.shape)} does not match the model input {list(shape)}")
-    if not np.isfinite(tensor).all():
-        raise BadRequest("instance contains NaN or infinity")
-    return tensor
+    return Tensor(instance)
 
 
-async def _run(model: LoadedModel, instances: list[Any], max_pixels: int, inline_pixels: int) -> list[list[float]]:
-    """Probabilities of every instance, in order."""
-    if not instances:
-        raise BadRequest("no instances to predict")
-    prepared = [_instance_to_input(instance, model, max_pixels) for instance in instances]
-    with model.arriving():
-        inputs = await _prepare(model, prepared, max_pixels, inline_pixels)
-    outputs = await asyncio.gather(*(model.predict(x) for x in inputs))
-    return [row.tolist() for row in outputs]
+def parse_predict(body: Any) -> tuple[list[ModelInput], bool]:
+    """(inputs, columnar) from a TF Serving predict body.
 
-
-async def _prepare(
-    model: LoadedModel, prepared: list[np.ndarray | bytes], max_pixels: int, inline_pixels: int
-) -> list[np.ndarray]:
-    """Images (b64 instances) preprocessed; tensors passed through."""
-    return [
-        await prepare_image_async(
-            item,
-            method=model.preprocessing,
-            shape=model.input_shape,
-            max_pixels=max_pixels,
-            inline_pixels=inline_pixels,
-        )
-        if isinstance(item, bytes)
-        else item
-        for item in prepared
-    ]
-
-
-def _instances_of(body: dict[str, Any]) -> tuple[list[Any], bool]:
-    """(instances, columnar) from a TF Serving predict body."""
+    Raises:
+        BadRequest: Not a predict body, or another signature (400).
+    """
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with 'instances' or 'inputs'")
-    signature = body.get("signature_name", SIGNATURE)
-    if signature != SIGNATURE:
+    signature = body.get("signature_name", SIGNATURE_NAME)
+    if signature != SIGNATURE_NAME:
         raise BadRequest(f"serving signature name: '{signature}' not found in signature def")
     if ("instances" in body) == ("inputs" in body):
         raise BadRequest("JSON object should have exactly one of 'instances' or 'inputs'")
@@ -128,39 +110,19 @@ def _instances_of(body: dict[str, Any]) -> tuple[list[Any], bool]:
         instances = body["instances"]
         if not isinstance(instances, list):
             raise BadRequest("'instances' must be a list")
-        return instances, False
+        return [parse_instance(instance, index) for index, instance in enumerate(instances)], False
     inputs = body["inputs"]
-    if isinstance(inputs, dict):
+    if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         if len(inputs) != 1:
             raise BadRequest("the model has one input; 'inputs' must name one tensor")
         inputs = next(iter(inputs.values()))
-    if isinstance(inputs, dict) and set(inputs) == {"b64"}:
-        return [inputs], True
+    if isinstance(inputs, dict):
+        return [parse_instance(inputs, 0)], True
     if not isinstance(inputs, list):
         raise BadRequest("'inputs' must be a batch: a list of tensors or of {\"b64\": ...}")
-    return inputs, True
-
-
-async def _read_json(request: Request) -> Any:
-    """The body parsed as JSON whatever its content type (`curl -d` sends form-urlencoded).
-
-    Raises:
-        BadRequest: Not JSON (400), as TF Serving answers.
-    """
-    try:
-        return json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadRequest(f"JSON Parse error: {error}") from None
-
-
-async def _predict(
-    registry: ModelRegistry, settings: Settings, name: str, version: int | None, request: Request
-) -> dict[str, Any]:
-    model = resolve(registry, name, version)
-    body = await _read_json(request)
-    instances, columnar = _instances_of(body)
-    predictions = await _run(model, instances, settings.max_image_pixels, settings.inline_preprocess_pixels)
-    return {"outputs": predictions} if columnar else {"predictions": predictions}
+    if inputs and all(not isinstance(item, dict) for item in inputs):
+        return [Tensor(inputs, batched=True)], True
+    return [parse_instance(instance, index) for index, instance in enumerate(inputs)], True
 
 
 PREDICT_BODY = {
@@ -171,44 +133,59 @@ PREDICT_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "signature_name": {"type": "string", "default": SIGNATURE},
-                        "instances": {"type": "array", "items": {}},
-                        "inputs": {},
+                        "signature_name": {"type": "string", "enum": [SIGNATURE_NAME]},
+                        "instances": {"type": "array", "minItems": 1, "items": {}},
+                    },
+                    "required": ["instances"],
+                },
+                "examples": {
+                    "b64": {"summary": "an image file", "value": {"instances": [{"b64": EXAMPLE_PNG_BASE64}]}},
+                    "tensor": {
+                        "summary": "the model's input, 28x28x1 floats in [0, 1]",
+                        "value": {"inputs": [[[[0.0]] * 28] * 28]},
                     },
                 },
-                "example": PREDICT_EXAMPLE,
             }
         },
     }
 }
 
 
-@router.post("/{name}:predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY)
-async def predict(
-    registry: RegistryDep,
-    settings: SettingsDep,
-    name: NamePath,
-    request: Request,
+async def run_predict(
+    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request
 ) -> dict[str, Any]:
+    """Resolve the model, parse the body, classify, render TF Serving's answer."""
+    model = resolve(registry, name, version)
+    inputs, columnar = parse_predict(await read_json(request, settings.body_limits))
+    result = await model.classify(inputs)
+    predictions = result.probabilities.tolist()
+    return {"outputs": predictions} if columnar else {"predictions": predictions}
+
+
+@router.post("/{name:model_name}:predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY)
+async def predict(registry: RegistryDep, settings: SettingsDep, name: NamePath, request: Request) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await _predict(registry, settings, name, None, request)
+    return await run_predict(registry, settings, name, None, request)
 
 
 @router.post(
-    "/{name}/versions/{version}:predict", summary="Predict on a version (TF Serving)", openapi_extra=PREDICT_BODY
+    "/{name:model_name}/versions/{version}:predict",
+    summary="Predict on a version (TF Serving)",
+    openapi_extra=PREDICT_BODY,
 )
 async def predict_version(
-    registry: RegistryDep,
-    settings: SettingsDep,
-    name: NamePath,
-    version: VersionPath,
-    request: Request,
+    registry: RegistryDep, settings: SettingsDep, name: NamePath, version: VersionPath, request: Request
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await _predict(registry, settings, name, version, request)
+    return await run_predict(registry, settings, name, version, request)
 
 
-def _status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:
+def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:
+    """TF Serving's `model_version_status` of one or every loaded version.
+
+    Raises:
+        ModelNotFound: No such model or version (404).
+    """
     dataset, _, arch = name.partition("-")
     versions = registry.versions(dataset, arch)
     if version is not None and version not in versions:
@@ -222,16 +199,16 @@ def _status(registry: ModelRegistry, name: str, version: int | None) -> dict[str
     }
 
 
-@router.get("/{name}", summary="Model status (TF Serving)")
-def model_status(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
+@router.get("/{name:model_name}", summary="Model status (TF Serving)")
+async def model_status(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
     """Version status of every loaded version, as TF Serving reports it."""
-    return _status(registry, name, None)
+    return version_status(registry, name, None)
 
 
-@router.get("/{name}/versions/{version}", summary="Model version status (TF Serving)")
-def model_version_status(registry: RegistryDep, name: NamePath, version: VersionPath) -> dict[str, Any]:
+@router.get("/{name:model_name}/versions/{version}", summary="Model version status (TF Serving)")
+async def model_version_status(registry: RegistryDep, name: NamePath, version: VersionPath) -> dict[str, Any]:
     """Status of one version."""
-    return _status(registry, name, version)
+    return version_status(registry, name, version)
 
 
 def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
@@ -242,23 +219,27 @@ def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
     }
 
 
-@router.get("/{name}/metadata", summary="Model metadata (TF Serving)")
-def model_metadata(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
+@router.get("/{name:model_name}/metadata", summary="Model metadata (TF Serving)")
+async def model_metadata(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
     """The `serving_default` signature of the newest version, in TF Serving's format."""
     model = resolve(registry, name, None)
-    classes = len(model.class_names)
+    metadata = model.metadata
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
         "metadata": {
             "signature_def": {
                 "signature_def": {
-                    SIGNATURE: {
+                    SIGNATURE_NAME: {
                         "inputs": {
-                            model.input_name: _tensor_info(
-                                f"{SIGNATURE}_{model.input_name}:0", [-1, *model.input_shape]
+                            metadata.input_name: _tensor_info(
+                                f"{SIGNATURE_NAME}_{metadata.input_name}:0", [-1, *model.input_shape]
                             )
                         },
-                        "outputs": {model.output_name: _tensor_info("StatefulPartitionedCall:0", [-1, classes])},
+                        "outputs": {
+                            metadata.output_name: _tensor_info(
+                                "StatefulPartitionedCall:0", [-1, len(model.class_names)]
+                            )
+                        },
                         "method_name": "tensorflow/serving/predict",
                     }
                 }

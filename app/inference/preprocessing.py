@@ -1,6 +1,7 @@
 """Turn uploaded image bytes into a model's input, the way its dataset was made.
 
-Every function here is CPU work on one image; the routes run it in a worker thread.
+Every function here is CPU work on one image; the pipeline (`app.inference.model`) runs it
+in a bounded pool of worker threads, or on the event loop for tiny uploads.
 The result is always a float32 array of the model's input shape (H, W, C) with values
 in [0, 1].
 
@@ -24,7 +25,7 @@ from functools import lru_cache, partial
 
 import anyio
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, UnsupportedImage
 
@@ -40,6 +41,16 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO")
 """Raster formats accepted; vector, document and script formats (SVG, PDF, EPS) are refused."""
 
 METHODS = ("mnist", "fashion_mnist", "cifar10", "resize", "none")
+
+INLINE_HEADER_BYTES = 65536
+"""Uploads up to this many bytes have their header read on the event loop to decide
+where to preprocess them; larger ones go to a worker thread unread (a PNG's header parse
+inflates its text chunks)."""
+
+# A PNG's compressed text chunks are inflated while its header is read. Pillow allows 1 MB
+# per chunk and 64 MB in all; an upload classifier needs none of them.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 WORKING_SIZE = 512
 """Longer side, in pixels, that large uploads are reduced to before analysis."""
@@ -62,7 +73,7 @@ FASHION_SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=40, threshold=0)
 """Fashion-MNIST's construction sharpened each product after shrinking it to 28 px (a
 Gaussian of radius 1); without it a shrunk upload is softer than the dataset's images.
 40% was the best of 0-120% on the 10,000 test images re-saved as uploads
-(`tests/benchmarks/uploads.py`)."""
+(`benchmarks/uploads.py`)."""
 
 LIGHT_BACKGROUND = 127
 """A border median (gray level of 255) above this is a light background: the image is inverted."""
@@ -406,16 +417,17 @@ async def prepare_image_async(
 ) -> np.ndarray:
     """`prepare_image` without blocking the event loop on real work.
 
-    Images of at most `inline_pixels` pixels (by their header) are prepared on the event
-    loop: for a 28x28 upload that takes about as long as handing it to a thread (0.2 ms)
-    and avoids the GIL contention of many threads. Larger images, and anything whose
-    header cannot be read, go to a worker thread.
+    Uploads of at most `INLINE_HEADER_BYTES` bytes and `inline_pixels` pixels (by their
+    header) are prepared on the event loop: for a 28x28 upload that costs about as much as
+    handing it to a thread and avoids the GIL contention of many threads. Everything else,
+    and anything whose header cannot be read, goes to a worker thread of `limiter`.
 
     Raises:
         UnsupportedImage, PayloadTooLarge: As `prepare_image`.
     """
     prepare = partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels)
-    pixels = declared_pixels(data)
-    if pixels is not None and pixels <= inline_pixels:
-        return prepare()
+    if len(data) <= INLINE_HEADER_BYTES:
+        pixels = declared_pixels(data)
+        if pixels is not None and pixels <= inline_pixels:
+            return prepare()
     return await anyio.to_thread.run_sync(prepare, limiter=limiter)

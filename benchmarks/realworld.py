@@ -4,8 +4,8 @@ Every file in a folder named `<label>_<source>_<index>.<ext>` (label = class ind
 posted to `/predict`; the script prints the accuracy per source and overall for
 `preprocess=auto` (the dataset's procedure) and `preprocess=none` (resize only).
 
-    .venv/bin/python tests/benchmarks/realworld.py --model custom2
-    .venv/bin/python tests/benchmarks/realworld.py --model custom2 --url http://127.0.0.1:8000
+    .venv/bin/python benchmarks/realworld.py --model custom2
+    .venv/bin/python benchmarks/realworld.py --model custom2 --url http://127.0.0.1:8000
 
 Without `--url` the real app runs in this process over the shipped store (httpx through
 ASGI, the same requests and responses as over a socket).
@@ -39,11 +39,10 @@ def open_client(url: str | None, models_dir: Path) -> Iterator[httpx.Client]:
     sys.path.insert(0, str(ROOT))
     from fastapi.testclient import TestClient
 
-    from app.config import Settings, get_settings
+    from app.config import Settings
     from app.main import create_app
 
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: Settings(models_dir=models_dir)
+    app = create_app(Settings(models_dir=models_dir))
     with TestClient(app) as client:
         yield client
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import DynamicBatcher
+from app.inference.batching import DynamicBatcher
 
 
 class Recorder:

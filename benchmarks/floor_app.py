@@ -2,16 +2,15 @@
 
 `POST /floor` reads the multipart upload with the same code as `/predict` and decodes and
 preprocesses the image exactly as /predict does (same settings), then answers a fixed-size JSON body. Served
-with `uvicorn tests.benchmarks.floor_app:app`.
+with `uvicorn benchmarks.floor_app:app`.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from app.config import get_settings
+from app.inference.preprocessing import prepare_image_async
 from app.main import create_app
-from app.preprocessing import prepare_image_async
 from app.routers.predict import read_images
 
 app = create_app()
@@ -20,10 +19,10 @@ app = create_app()
 @app.post("/floor")
 async def floor(request: Request) -> dict[str, object]:
     """Decode and preprocess the upload like /predict, without a model call."""
-    (data,) = await read_images(request, max_files=1)
-    settings = get_settings()
+    settings = request.state.settings
+    (image,) = await read_images(request, settings.body_limits)
     inputs = await prepare_image_async(
-        data,
+        image.file_bytes(),
         method="mnist",
         shape=(28, 28, 1),
         max_pixels=settings.max_image_pixels,

@@ -2,7 +2,7 @@
 
 The common tutorial way to serve a Keras model: load the SavedModel (as a Keras model
 around a `TFSMLayer`) and call `model.predict(x)` for every request, same preprocessing.
-Served with `NAIVE_MODEL=models_store/mnist/custom2/1 uvicorn tests.benchmarks.naive_app:app`.
+Served with `NAIVE_MODEL=models_store/mnist/custom2/1 uvicorn benchmarks.naive_app:app`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from fastapi import FastAPI, File, UploadFile
 
-from app.preprocessing import prepare_image
+from app.inference.preprocessing import prepare_image
 
 MODEL_PATH = Path(os.environ.get("NAIVE_MODEL", "models_store/mnist/custom2/1"))
 METADATA = json.loads((MODEL_PATH / "metadata.json").read_text())

@@ -81,12 +81,10 @@ def test_savedmodel_stores_each_weight_once(quick_store: Path) -> None:
 
 
 def test_exported_model_is_served(quick_store: Path) -> None:
-    from app.config import Settings, get_settings
+    from app.config import Settings
     from app.main import create_app
 
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: Settings(models_dir=quick_store)
-    with TestClient(app) as client:
+    with TestClient(create_app(Settings(models_dir=quick_store))) as client:
         response = client.post("/predict?model=mlp", files=upload(DATA / "7.png"))
         assert response.status_code == 200
         assert response.json()["model"] == "mnist/mlp"

@@ -7,14 +7,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.main import create_app
 from tests.conftest import STORE
 
 pytestmark = pytest.mark.slow
 
-app = create_app()
-app.dependency_overrides[get_settings] = lambda: Settings(models_dir=STORE)
+app = create_app(Settings(models_dir=STORE))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 CHECKS = [

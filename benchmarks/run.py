@@ -6,14 +6,14 @@ process posting the same 28x28 PNG as multipart:
 1. ours: `uvicorn app.main:app` with every shipped model; start-up time to `/readyz`
    and resident memory; `/predict` for each model at each concurrency.
 2. floor: the same app's upload route that decodes and preprocesses but runs no model
-   (`tests/benchmarks/floor_app.py`).
-3. naive: `model.predict` per request in the handler (`tests/benchmarks/naive_app.py`).
+   (`benchmarks/floor_app.py`).
+3. naive: `model.predict` per request in the handler (`benchmarks/naive_app.py`).
 
 It prints requests/s and p50/p90/p99 latency for each, the ratios ours/floor and
 ours/naive, and writes everything to `--output` as JSON.
 
-    .venv/bin/python tests/benchmarks/run.py                      # defaults below
-    .venv/bin/python tests/benchmarks/run.py --duration 5 --workers 2
+    .venv/bin/python benchmarks/run.py                      # defaults below
+    .venv/bin/python benchmarks/run.py --duration 5 --workers 2
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ours.stop()
 
-    floor = Server("tests.benchmarks.floor_app:app", args.port, env=env, workers=args.workers)
+    floor = Server("benchmarks.floor_app:app", args.port, env=env, workers=args.workers)
     floor.start("/readyz")
     try:
         report["floor"] = measure(f"{floor.url}/floor", args.image, args.concurrency, args.duration, "floor")
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     report["naive"] = {}
     for model in [] if args.skip_naive else args.models:
         path = next(iter(sorted((args.models_dir / "mnist" / model).glob("[0-9]*"), key=lambda p: int(p.name))))
-        naive = Server("tests.benchmarks.naive_app:app", args.port, env={**env, "NAIVE_MODEL": str(path)})
+        naive = Server("benchmarks.naive_app:app", args.port, env={**env, "NAIVE_MODEL": str(path)})
         naive.start("/docs")
         try:
             report["naive"][model] = measure(

@@ -4,7 +4,7 @@ Flip averaging (`python -m training train --flip-average`) serves the mean of th
 probabilities of an image and of its mirror image. This measures what it would add to a
 version exported without it, on the whole test set as the dataset has it:
 
-    .venv/bin/python tests/benchmarks/flip_average.py models_store/cifar10/vgg_bn/1
+    .venv/bin/python benchmarks/flip_average.py models_store/cifar10/vgg_bn/1
 """
 
 from __future__ import annotations

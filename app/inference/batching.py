@@ -62,7 +62,7 @@ class DynamicBatcher:
     stages balance only if batches are about equal, so a batch takes at most half of the
     inputs seen in flight (waiting or on their way) since the previous batch closed; left
     alone, a split such as 3 and 13 of 16 repeats forever, and the loop idles while the
-    13 run (`tests/benchmarks/run.py`; the README gives the measured effect). A burst
+    13 run (`benchmarks/run.py`; the README gives the measured effect). A burst
     with no load before it is not split.
     """
 

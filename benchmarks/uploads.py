@@ -11,8 +11,8 @@ the model's test-set accuracy on that subset.
 - CIFAR-10: `upscaled_jpeg` (128 px, quality 90), `photo_jpeg` (256x192, the frame wider
   than the subject, quality 85), `rgba_png` (64 px with an alpha channel).
 
-    .venv/bin/python tests/benchmarks/uploads.py --dataset fashion_mnist --model fashion_mnist/custom2
-    .venv/bin/python tests/benchmarks/uploads.py --dataset cifar10 --model cifar10/custom2
+    .venv/bin/python benchmarks/uploads.py --dataset fashion_mnist --model fashion_mnist/custom2
+    .venv/bin/python benchmarks/uploads.py --dataset cifar10 --model cifar10/custom2
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.realworld import open_client  # noqa: E402
+from benchmarks.realworld import open_client  # noqa: E402
 
 Variant = Callable[[np.ndarray], tuple[bytes, str]]
 

@@ -1,4 +1,4 @@
-"""The inference path of the shipped models: batching is real and changes no answer."""
+"""The inference pipeline: batching is real and changes no answer; padding to buckets."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import asyncio
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.preprocessing import prepare_image
-from app.registry import LoadedModel, batch_buckets
+from app.inference import ServedModel, Tensor
+from app.inference.model import batch_buckets
+from app.inference.preprocessing import prepare_image
 from tests.conftest import DATA
 
 
-def _model(client: TestClient, name: str = "custom2") -> LoadedModel:
+def _model(client: TestClient, name: str = "tiny") -> ServedModel:
     return client.app_state["registry"].get(name)
+
+
+async def _one_by_one(model: ServedModel, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Classify each image as its own concurrent request."""
+    results = await asyncio.gather(*(model.classify([Tensor(x)]) for x in images))
+    return [result.probabilities[0] for result in results]
 
 
 def _digits(count: int) -> list[np.ndarray]:
@@ -27,10 +34,7 @@ def test_concurrent_requests_share_model_calls(client: TestClient) -> None:
     images = _digits(24)
     before = model.batcher.batches_run
 
-    async def burst() -> list[np.ndarray]:
-        return await asyncio.gather(*(model.predict(x) for x in images))
-
-    outputs = client.portal.call(burst)  # type: ignore[union-attr]
+    outputs = client.portal.call(_one_by_one, model, images)  # type: ignore[union-attr]
     calls = model.batcher.batches_run - before
     assert len(outputs) == 24
     assert 1 <= calls <= 3  # 24 concurrent requests, max batch 32: not 24 calls
@@ -40,10 +44,7 @@ def test_batched_and_unbatched_answers_are_identical(client: TestClient) -> None
     model = _model(client)
     images = _digits(20)
 
-    async def burst() -> list[np.ndarray]:
-        return await asyncio.gather(*(model.predict(x) for x in images))
-
-    batched = client.portal.call(burst)  # type: ignore[union-attr]
+    batched = client.portal.call(_one_by_one, model, images)  # type: ignore[union-attr]
     for image, together in zip(images, batched, strict=True):
         alone = model.predict_batch(image[np.newaxis])[0]
         np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
@@ -51,7 +52,7 @@ def test_batched_and_unbatched_answers_are_identical(client: TestClient) -> None
 
 
 def test_batches_are_padded_to_fixed_buckets(client: TestClient) -> None:
-    model = _model(client, "mlp")
+    model = _model(client)
     assert model.buckets == batch_buckets(32) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     images = np.stack(_digits(5))
     assert model.predict_batch(images).shape == (5, 10)

@@ -11,14 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.benchmarks.uploads import load_test_images
+from benchmarks.uploads import load_test_images
 from tests.conftest import DATA, STORE, upload
 
 SHIPPED_MNIST = {"mlp", "lenet", "custom1", "custom2"}
 
 
-def test_seven_is_a_seven(client: TestClient) -> None:
-    response = client.post("/predict?model=custom2", files=upload(DATA / "7.png"))
+def test_seven_is_a_seven(shipped_client: TestClient) -> None:
+    response = shipped_client.post("/predict?model=custom2", files=upload(DATA / "7.png"))
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == "mnist/custom2"
@@ -30,26 +30,26 @@ def test_seven_is_a_seven(client: TestClient) -> None:
     assert response.headers["x-request-id"]
 
 
-def test_first_100_mnist_test_digits(client: TestClient) -> None:
+def test_first_100_mnist_test_digits(shipped_client: TestClient) -> None:
     correct = 0
     for path in sorted((DATA / "mnist_test").glob("*.png")):
         label = int(path.stem.split("_")[1])
-        body = client.post("/predict?model=custom2", files=upload(path)).json()
+        body = shipped_client.post("/predict?model=custom2", files=upload(path)).json()
         assert math.isclose(sum(item["probability"] for item in body["probabilities"]), 1.0, abs_tol=1e-4)
         correct += body["class_index"] == label
     assert correct >= 99
 
 
 @pytest.mark.parametrize("arch", sorted(path.name for path in (STORE / "mnist").iterdir() if path.is_dir()))
-def test_every_shipped_model_answers(client: TestClient, arch: str) -> None:
-    body = client.post(f"/predict?model=mnist/{arch}", files=upload(DATA / "7.png")).json()
+def test_every_shipped_model_answers(shipped_client: TestClient, arch: str) -> None:
+    body = shipped_client.post(f"/predict?model=mnist/{arch}", files=upload(DATA / "7.png")).json()
     assert body["model"] == f"mnist/{arch}"
     assert body["class_index"] == 7
     assert math.isclose(sum(item["probability"] for item in body["probabilities"]), 1.0, abs_tol=1e-4)
 
 
-def test_models_lists_the_shipped_models_with_accuracies(client: TestClient) -> None:
-    models = {item["arch"]: item for item in client.get("/models").json()["models"] if item["dataset"] == "mnist"}
+def test_models_lists_the_shipped_models_with_accuracies(shipped_client: TestClient) -> None:
+    models = {item["arch"]: item for item in shipped_client.get("/models").json()["models"] if item["dataset"] == "mnist"}
     assert set(models) >= SHIPPED_MNIST
     for item in models.values():
         assert 0.9 < item["test_accuracy"] <= 1.0
@@ -59,12 +59,12 @@ def test_models_lists_the_shipped_models_with_accuracies(client: TestClient) -> 
     assert models["custom2"]["test_accuracy"] >= 0.995
 
 
-def test_models_lists_every_model_in_the_store(client: TestClient) -> None:
+def test_models_lists_every_model_in_the_store(shipped_client: TestClient) -> None:
     stored: dict[tuple[str, str], list[int]] = {}
     for saved_model in sorted(STORE.glob("*/*/*/saved_model.pb")):
         version = saved_model.parent
         stored.setdefault((version.parent.parent.name, version.parent.name), []).append(int(version.name))
-    listed = {(item["dataset"], item["arch"]): item for item in client.get("/models").json()["models"]}
+    listed = {(item["dataset"], item["arch"]): item for item in shipped_client.get("/models").json()["models"]}
     assert set(listed) == set(stored)
     for key, item in listed.items():
         assert item["versions"] == sorted(stored[key])
@@ -80,14 +80,14 @@ def test_models_lists_every_model_in_the_store(client: TestClient) -> None:
     ],
 )
 def test_dataset_test_images_come_back_with_their_class_names(
-    client: TestClient, data_dir: Path, model: str, dataset: str, first_class: str, last_class: str, min_correct: int
+    shipped_client: TestClient, data_dir: Path, model: str, dataset: str, first_class: str, last_class: str, min_correct: int
 ) -> None:
     images, labels = load_test_images(dataset, data_dir, 20)
     correct = 0
     for pixels, label in zip(images, labels, strict=True):
         buffer = io.BytesIO()
         Image.fromarray(np.squeeze(pixels)).save(buffer, format="PNG")
-        body = client.post(f"/predict?model={model}", files=upload(buffer.getvalue())).json()
+        body = shipped_client.post(f"/predict?model={model}", files=upload(buffer.getvalue())).json()
         class_names = [item["class_name"] for item in body["probabilities"]]
         assert (class_names[0], class_names[-1]) == (first_class, last_class)
         assert body["class_name"] == class_names[body["class_index"]]
@@ -95,18 +95,18 @@ def test_dataset_test_images_come_back_with_their_class_names(
     assert correct >= min_correct
 
 
-def test_model_detail_is_the_metadata(client: TestClient) -> None:
-    body = client.get("/models/mnist/custom2").json()
+def test_model_detail_is_the_metadata(shipped_client: TestClient) -> None:
+    body = shipped_client.get("/models/mnist/custom2").json()
     assert body["metadata"]["parameter_count"] == 436_202
     assert body["metadata"]["quick"] is False
     assert len(body["metadata"]["confusion_matrix"]) == 10
-    report = client.get(body["report_urls"][0])
+    report = shipped_client.get(body["report_urls"][0])
     assert report.status_code == 200
     assert report.headers["content-type"] == "image/png"
 
 
-def test_dataset_version_and_top_k_parameters(client: TestClient) -> None:
-    response = client.post("/predict?model=custom2&dataset=mnist&version=1&top_k=3", files=upload(DATA / "7.png"))
+def test_dataset_version_and_top_k_parameters(shipped_client: TestClient) -> None:
+    response = shipped_client.post("/predict?model=custom2&dataset=mnist&version=1&top_k=3", files=upload(DATA / "7.png"))
     body = response.json()
     assert body["version"] == 1
     assert next(item["class_index"] for item in body["top_k"]) == 7
@@ -114,15 +114,15 @@ def test_dataset_version_and_top_k_parameters(client: TestClient) -> None:
     assert probabilities == sorted(probabilities, reverse=True) and len(probabilities) == 3
 
 
-def test_health_and_readiness(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz").json()
+def test_health_and_readiness(shipped_client: TestClient) -> None:
+    assert shipped_client.get("/healthz").json() == {"status": "ok"}
+    ready = shipped_client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["models"] >= 4
 
 
-def test_docs_and_openapi(client: TestClient) -> None:
-    assert client.get("/docs").status_code == 200
-    schema = client.get("/openapi.json").json()
+def test_docs_and_openapi(shipped_client: TestClient) -> None:
+    assert shipped_client.get("/docs").status_code == 200
+    schema = shipped_client.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
     assert "multipart/form-data" in schema["paths"]["/predict"]["post"]["requestBody"]["content"]
 
@@ -151,8 +151,8 @@ def test_docs_and_openapi(client: TestClient) -> None:
         ("/predict?model=custom2&top_k=11", upload(DATA / "7.png"), 422, "validation_error"),
     ],
 )
-def test_bad_requests(client: TestClient, url: str, files: dict | None, status: int, code: str) -> None:
-    response = client.post(url, files=files)
+def test_bad_requests(shipped_client: TestClient, url: str, files: dict | None, status: int, code: str) -> None:
+    response = shipped_client.post(url, files=files)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.errors import PayloadTooLarge, UnsupportedImage
-from app.preprocessing import decode_image, prepare_image, preprocess
+from app.inference.preprocessing import decode_image, prepare_image, preprocess
 from tests.conftest import DATA
 from tests.images import digit_on_paper, encode, png_declaring
 

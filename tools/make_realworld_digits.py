@@ -15,7 +15,7 @@ Two sources, saved as a person would upload them:
 File names are `<label>_<source>_<index>.<ext>`. Run once (needs scikit-learn and the
 fonts); the images are committed, so the tests need neither:
 
-    .venv/bin/python tests/tools/make_realworld_digits.py
+    .venv/bin/python tools/make_realworld_digits.py
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.benchmarks.realworld import DEFAULT_IMAGES, evaluate
+from benchmarks.realworld import DEFAULT_IMAGES, evaluate
 
 
 def test_realworld_digit_set_is_large_and_labelled() -> None:
@@ -13,7 +13,7 @@ def test_realworld_digit_set_is_large_and_labelled() -> None:
     assert {int(path.name[0]) for path in files} == set(range(10))
 
 
-def test_custom2_reads_real_world_digits(client: TestClient) -> None:
-    results = evaluate(client, DEFAULT_IMAGES, model="custom2", preprocess="auto")
+def test_custom2_reads_real_world_digits(shipped_client: TestClient) -> None:
+    results = evaluate(shipped_client, DEFAULT_IMAGES, model="custom2", preprocess="auto")
     correct, total = results["all"]
     assert correct / total >= 0.90, results

@@ -1,0 +1,29 @@
+"""The inference layer: one pipeline behind every protocol.
+
+Protocol routers parse requests into `EncodedImage` and `Tensor` inputs, read bodies with
+`read_body`/`read_form`/`read_json`, find a `ServedModel` in the `ModelRegistry` and call
+its `classify`; limits, preprocessing, batching and the model call live here.
+"""
+
+from __future__ import annotations
+
+from app.inference.body import BodyLimits, read_body, read_form, read_json
+from app.inference.inputs import EncodedImage, InputLimits, ModelInput, Tensor
+from app.inference.model import Classification, ModelLoadError, ServedModel
+from app.inference.registry import FailedVersion, ModelRegistry
+
+__all__ = [
+    "BodyLimits",
+    "Classification",
+    "EncodedImage",
+    "FailedVersion",
+    "InputLimits",
+    "ModelInput",
+    "ModelLoadError",
+    "ModelRegistry",
+    "ServedModel",
+    "Tensor",
+    "read_body",
+    "read_form",
+    "read_json",
+]

@@ -1,0 +1,320 @@
+"""One loaded model version and its inference pipeline.
+
+A `ServedModel` owns everything between a parsed request and its probabilities: the
+limits on what a request may cost, its dataset's preprocessing (decoding and preparing
+images in a bounded worker pool), the dynamic batcher, and the SavedModel's signature
+function, called directly (no Keras `predict`) on batches zero-padded to a few fixed
+sizes. Every protocol calls `ServedModel.classify`; none of them decodes, preprocesses,
+batches or gathers. TensorFlow is imported on first use, so importing the app stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import numpy as np
+from pydantic import ValidationError
+
+from app.inference.batching import DynamicBatcher
+from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
+from app.inference.preprocessing import prepare_image_async
+from modelstore import METADATA_FILE, ModelMetadata
+
+if TYPE_CHECKING:
+    from app.config import BatchingSettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Classification", "ModelLoadError", "ServedModel", "batch_buckets", "configure_tensorflow"]
+
+
+class ModelLoadError(Exception):
+    """A version folder cannot be served: its metadata does not validate or its SavedModel does not load."""
+
+
+def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Padded batch sizes: powers of two and one and a half times them, up to and including
+    `max_batch_size` (1, 2, 3, 4, 6, 8, 12, 16, 24, 32 for 32).
+
+    A small model's cost grows about linearly with the batch beyond a few images, so
+    padding is paid in full: with these sizes it adds at most a third (9 images run as
+    12), with powers of two alone up to nearly double (17 as 32).
+    """
+    sizes = {1}
+    power = 2
+    while power < max_batch_size:
+        sizes.update((power, power * 3 // 2))
+        power *= 2
+    return (*sorted(size for size in sizes if size < max_batch_size), max_batch_size)
+
+
+def configure_tensorflow(*, intra_op_threads: int, inter_op_threads: int) -> list[str]:
+    """Set thread counts and GPU memory growth on every GPU; return the logical device names.
+
+    Must run before TensorFlow executes anything; later calls keep the first settings.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError as error:  # the runtime is already initialised (a second app in one process)
+        logger.info("TensorFlow already initialised, keeping its settings: %s", error)
+    devices = [device.name for device in tf.config.list_logical_devices()]
+    logger.info("TensorFlow %s devices: %s; %d GPU(s)", tf.__version__, ", ".join(devices), len(gpus))
+    return devices
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The pipeline's answer for one request.
+
+    Attributes:
+        probabilities: float32 (N, classes), one row per input in request order, each
+            summing to 1.
+        preprocessing: The preprocessing applied to encoded images (`none` for tensors).
+        inputs: float32 (N, H, W, C) in [0, 1]: exactly what the model received.
+    """
+
+    probabilities: np.ndarray
+    preprocessing: str
+    inputs: np.ndarray
+
+
+def read_metadata(folder: Path) -> ModelMetadata:
+    """Validate a version folder's `metadata.json` against the store's schema.
+
+    Raises:
+        ModelLoadError: Missing, not JSON, not the schema, or not the folder it is in.
+    """
+    try:
+        metadata = ModelMetadata.model_validate_json((folder / METADATA_FILE).read_bytes())
+    except OSError as error:
+        raise ModelLoadError(f"{METADATA_FILE} cannot be read ({error.strerror})") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc'])) or 'file'}: {item['msg']}" for item in error.errors())
+        raise ModelLoadError(f"{METADATA_FILE} is invalid: {problems}") from None
+    where = (folder.parent.parent.name, folder.parent.name, folder.name)
+    if (metadata.dataset, metadata.arch, str(metadata.version)) != where:
+        raise ModelLoadError(
+            f"{METADATA_FILE} describes {metadata.model_id} v{metadata.version}, not {'/'.join(where)}"
+        )
+    return metadata
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One SavedModel version ready to serve, with its own pipeline.
+
+    Attributes:
+        metadata: The validated `metadata.json`.
+        path: The version folder.
+        function: The signature's concrete function: float32 (N, H, W, C) in [0, 1] ->
+            {output_name: float32 (N, classes) probabilities}.
+        saved_model: The loaded SavedModel object, which owns the function's variables.
+        buckets: Batch sizes the function is called with (inputs are zero-padded up).
+        limits: What one request may cost.
+        batcher: The dynamic batcher, or None when batching is off for this model.
+        limiter: The worker pool's capacity for decoding and preprocessing (set by `start`).
+        load_seconds: Time to load and warm up, seconds.
+    """
+
+    metadata: ModelMetadata
+    path: Path
+    function: Any = field(repr=False)
+    saved_model: Any = field(repr=False)
+    buckets: tuple[int, ...]
+    limits: InputLimits
+    batcher: DynamicBatcher | None = None
+    limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
+    load_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, folder: Path, *, batching: BatchingSettings, limits: InputLimits, warm_up: bool) -> ServedModel:
+        """Load, check and (optionally) warm up one version folder; blocking.
+
+        Raises:
+            ModelLoadError: The metadata does not validate, the SavedModel does not load,
+                or its signature does not match the metadata.
+        """
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        metadata = read_metadata(folder)
+        try:
+            saved_model = tf.saved_model.load(str(folder))
+            function = saved_model.signatures[metadata.signature]
+        except KeyError:
+            raise ModelLoadError(f"the SavedModel has no signature {metadata.signature!r}") from None
+        except Exception as error:  # TensorFlow raises many kinds for a broken SavedModel
+            raise ModelLoadError(f"the SavedModel does not load ({type(error).__name__})") from error
+        inputs = function.structured_input_signature[1]
+        if list(inputs) != [metadata.input_name] or metadata.output_name not in function.structured_outputs:
+            raise ModelLoadError(
+                f"signature {metadata.signature!r} takes {list(inputs)} "
+                f"and returns {list(function.structured_outputs)}, "
+                f"not {metadata.input_name!r} and {metadata.output_name!r} as metadata.json says"
+            )
+        shape = inputs[metadata.input_name].shape.as_list()
+        if shape[1:] != list(metadata.input_shape):
+            raise ModelLoadError(f"the signature's input shape {shape} is not metadata's {list(metadata.input_shape)}")
+        max_batch = batching.max_batch_size if batching.enabled else 1
+        model = cls(
+            metadata=metadata,
+            path=folder,
+            function=function,
+            saved_model=saved_model,
+            buckets=batching.buckets or batch_buckets(max(max_batch, 32)),
+            limits=limits,
+        )
+        if warm_up:
+            model.warm_up()
+        probabilities = model.predict_batch(np.zeros((1, *metadata.input_shape), np.float32))
+        if probabilities.shape != (1, len(metadata.class_names)):
+            raise ModelLoadError(
+                f"the model answers {list(probabilities.shape[1:])} values, "
+                f"metadata names {len(metadata.class_names)} classes"
+            )
+        if batching.enabled:
+            model.batcher = DynamicBatcher(
+                model.predict_batch,
+                max_batch_size=batching.max_batch_size,
+                batch_timeout_ms=batching.batch_timeout_ms,
+                max_concurrent_batches=batching.max_concurrent_batches,
+                name=f"{metadata.model_id}/{metadata.version}",
+            )
+        model.load_seconds = time.perf_counter() - started
+        return model
+
+    @property
+    def dataset(self) -> str:
+        """Dataset id, e.g. `mnist`."""
+        return self.metadata.dataset
+
+    @property
+    def arch(self) -> str:
+        """Architecture name, e.g. `custom2`."""
+        return self.metadata.arch
+
+    @property
+    def version(self) -> int:
+        """Integer version."""
+        return self.metadata.version
+
+    @property
+    def model_id(self) -> str:
+        """`dataset/arch`."""
+        return self.metadata.model_id
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one input, pixels."""
+        return self.metadata.input_shape
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names indexed by class index."""
+        return self.metadata.class_names
+
+    @property
+    def preprocessing(self) -> str:
+        """The upload preprocessing of the model's dataset."""
+        return self.metadata.preprocessing
+
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Run the model on a batch; blocking, call it off the event loop.
+
+        Args:
+            inputs: float32 (N, H, W, C) in [0, 1], N >= 1; batches larger than the
+                biggest bucket are split.
+
+        Returns:
+            float32 (N, classes) probabilities.
+        """
+        largest = self.buckets[-1]
+        if len(inputs) > largest:
+            return np.concatenate(
+                [self.predict_batch(inputs[start : start + largest]) for start in range(0, len(inputs), largest)]
+            )
+        count = len(inputs)
+        bucket = next(size for size in self.buckets if size >= count)
+        if bucket > count:
+            padding = np.zeros((bucket - count, *inputs.shape[1:]), dtype=np.float32)
+            inputs = np.concatenate([inputs, padding])
+        import tensorflow as tf
+
+        outputs = self.function(**{self.metadata.input_name: tf.constant(inputs, dtype=tf.float32)})
+        return outputs[self.metadata.output_name].numpy()[:count]
+
+    def warm_up(self) -> None:
+        """Call the model once at every bucket size so no request pays a first-call cost."""
+        for size in self.buckets:
+            self.predict_batch(np.zeros((size, *self.input_shape), dtype=np.float32))
+
+    async def start(self, limiter: anyio.CapacityLimiter) -> None:
+        """Start the batcher; decode and preprocess in the pool of `limiter`."""
+        self.limiter = limiter
+        if self.batcher is not None:
+            await self.batcher.start()
+
+    async def stop(self) -> None:
+        """Stop the batcher."""
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    async def _prepare(self, item: EncodedImage | np.ndarray, method: str) -> np.ndarray:
+        if not isinstance(item, EncodedImage):
+            return item
+        return await prepare_image_async(
+            item.file_bytes(),
+            method=method,
+            shape=self.input_shape,
+            max_pixels=self.limits.max_image_pixels,
+            inline_pixels=self.limits.inline_preprocess_pixels,
+            limiter=self.limiter,
+        )
+
+    async def _predict(self, inputs: np.ndarray) -> np.ndarray:
+        if self.batcher is not None:
+            return await self.batcher.submit(inputs)
+        return (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+
+    async def classify(self, inputs: Sequence[ModelInput], *, preprocessing: str | None = None) -> Classification:
+        """Classify a request's inputs: the one entry point of every protocol.
+
+        Args:
+            inputs: Encoded image files and/or tensors in the model's input layout, as the
+                protocol adapter parsed them.
+            preprocessing: How encoded images become inputs (`app.inference.preprocessing`
+                methods); default the model dataset's. Tensors are used as they are.
+
+        Returns:
+            The probabilities of every input, in order, and the inputs the model received.
+
+        Raises:
+            BadRequest: Bad base64, or a tensor that is malformed or of the wrong shape (400).
+            PayloadTooLarge: Over the limits on images, tensor elements or pixels (413).
+            UnsupportedImage: A file that is not a decodable image (415).
+        """
+        method = preprocessing or self.preprocessing
+        items = expand(inputs, self.input_shape, self.limits)
+        arriving = self.batcher.arriving(len(items)) if self.batcher is not None else contextlib.nullcontext()
+        with arriving:  # the batcher waits for inputs being prepared rather than run a small batch
+            prepared = [await self._prepare(item, method) for item in items]
+        if len(prepared) == 1:
+            rows = [await self._predict(prepared[0])]
+        else:
+            rows = list(await asyncio.gather(*(self._predict(row) for row in prepared)))
+        used = method if any(isinstance(item, EncodedImage) for item in items) else "none"
+        return Classification(np.stack(rows), used, np.stack(prepared))

@@ -1,0 +1,33 @@
+"""The contract between training and serving: the model store's layout and metadata schema.
+
+Training writes every version through this package and the service validates every
+version with it at load; neither imports the other.
+"""
+
+from __future__ import annotations
+
+from modelstore.layout import (
+    INPUT_NAME,
+    METADATA_FILE,
+    OUTPUT_NAME,
+    REPORT_IMAGES,
+    SIGNATURE_NAME,
+    next_version,
+    staging_folder,
+    version_folders,
+)
+from modelstore.metadata import ModelMetadata, SplitMetrics, public_command
+
+__all__ = [
+    "INPUT_NAME",
+    "METADATA_FILE",
+    "OUTPUT_NAME",
+    "REPORT_IMAGES",
+    "SIGNATURE_NAME",
+    "ModelMetadata",
+    "SplitMetrics",
+    "next_version",
+    "public_command",
+    "staging_folder",
+    "version_folders",
+]
