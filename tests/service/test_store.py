@@ -1,0 +1,91 @@
+"""The store contract: every version is validated at load, a broken one is refused with a
+reason and never stops the others; published metadata carries no local paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from modelstore import ModelMetadata, public_command, version_folders
+from tests.conftest import DATA, export_tiny_model, upload
+
+
+@pytest.fixture(scope="module")
+def broken_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny store plus broken versions: metadata without class names, a SavedModel that
+    does not load, metadata of another folder, and a half-written staging folder."""
+    store = tmp_path_factory.mktemp("broken")
+    shutil.copytree(tiny_store, store, dirs_exist_ok=True)
+    no_classes = export_tiny_model(store, "mnist", "no_classes")
+    metadata = json.loads((no_classes / "metadata.json").read_text())
+    del metadata["class_names"]
+    (no_classes / "metadata.json").write_text(json.dumps(metadata))
+    corrupt = export_tiny_model(store, "mnist", "corrupt")
+    (corrupt / "saved_model.pb").write_bytes(b"not a protobuf")
+    moved = export_tiny_model(store, "fashion_mnist", "moved")
+    moved.rename(moved.with_name("3"))
+    staging = export_tiny_model(store, "cifar10", "staged")
+    staging.rename(staging.with_name(".2.tmp"))
+    return store
+
+
+def test_a_broken_version_is_refused_and_the_others_serve(broken_store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR), TestClient(create_app(Settings(models_dir=broken_store))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        failed = {item["model"]: item for item in ready.json()["failed"]}
+        assert set(failed) == {"mnist/no_classes", "mnist/corrupt", "fashion_mnist/moved"}
+        assert "class_names" in failed["mnist/no_classes"]["reason"]
+        assert "does not load" in failed["mnist/corrupt"]["reason"]
+        assert client.get("/models").json()["failed"] == ready.json()["failed"]
+        listed = {item["model"] for item in client.get("/models").json()["models"]}
+        assert listed == {"mnist/tiny", "fashion_mnist/tiny", "cifar10/tiny"}
+        assert client.post("/predict?model=tiny", files=upload(DATA / "7.png")).status_code == 200
+        assert client.post("/predict?model=no_classes", files=upload(DATA / "7.png")).status_code == 404
+    refusals = [record for record in caplog.records if record.getMessage().startswith("refused ")]
+    assert len(refusals) == 3
+    assert all("\n" not in record.getMessage() for record in refusals)  # one line each
+
+
+def test_staging_folders_are_not_versions(broken_store: Path) -> None:
+    found = {(dataset, arch, version) for dataset, arch, version, _ in version_folders(broken_store)}
+    assert ("cifar10", "staged", 2) not in found
+    assert ("mnist", "tiny", 2) in found
+
+
+def test_model_detail_publishes_no_local_paths(client: TestClient, tiny_store: Path) -> None:
+    body = client.get("/models/mnist/tiny").json()
+    assert body["metadata"]["command"] == "python -m training train --arch tiny --dataset mnist --output-dir store0"
+    assert str(tiny_store) not in json.dumps(body)
+
+
+def test_shipped_metadata_validates_and_names_the_signature() -> None:
+    from tests.conftest import STORE
+
+    for _, _, _, folder in version_folders(STORE):
+        metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_text())
+        assert (metadata.signature, metadata.input_name, metadata.output_name) == (
+            "serving_default",
+            "images",
+            "probabilities",
+        )
+        assert metadata.command is None or "/work" not in metadata.command
+
+
+@pytest.mark.parametrize(
+    ("command", "public"),
+    [
+        ("python -m training train --arch mlp --output-dir /srv/x/models_store", "python -m training train --arch mlp --output-dir models_store"),
+        ("python -m training train --data-dir=/home/me/data --arch mlp", "python -m training train --data-dir=data --arch mlp"),
+        ("python -m training train --initial-weights models_store/mnist/mlp/1", "python -m training train --initial-weights models_store/mnist/mlp/1"),
+    ],
+)
+def test_public_command_cuts_absolute_paths(command: str, public: str) -> None:
+    assert public_command(command) == public
