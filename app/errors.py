@@ -18,9 +18,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ __all__ = [
     "describe",
     "error_body",
     "install_error_handlers",
+    "protocol_fallback",
     "protocol_route",
 ]
 
@@ -212,3 +215,34 @@ def protocol_route(render: ErrorRenderer) -> type[APIRoute]:
             return handle
 
     return ProtocolRoute
+
+
+class AnyPathConvertor(PathConvertor):
+    """Any rest of a path, newlines (`%0A`) included, which `{name:path}` does not match."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("any_path", AnyPathConvertor())
+
+
+def protocol_fallback(router: APIRouter) -> None:
+    """Add a last route to `router` that answers, in the protocol's format, any path under
+    its prefix that no route of it matches: 405 if another method would match, else 404.
+
+    Call after every other route is added.
+    """
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    routes = list(router.routes)
+
+    @router.api_route("/{path:any_path}", methods=methods, include_in_schema=False)
+    async def unmatched(request: Request, path: str) -> Response:
+        allowed = sorted(
+            method
+            for route in routes
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] == Match.PARTIAL
+            for method in route.methods
+        )
+        if allowed:
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(allowed)})
+        raise StarletteHTTPException(404)

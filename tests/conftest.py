@@ -9,9 +9,14 @@ so they start in seconds. Only tests of model quality use `shipped_client`.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -112,6 +117,42 @@ def shipped_client() -> Iterator[TestClient]:
 
     with TestClient(create_app(Settings(models_dir=STORE)), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_store: Path) -> Iterator[str]:
+    """`uvicorn app.main:app` over the tiny store; yields host:port once ready."""
+    port = _free_port()
+    env = {**os.environ, "MODELS_DIR": str(tiny_store), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("the server did not become ready in 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def upload(path: Path | bytes, name: str = "image.png", content_type: str = "image/png") -> dict:

@@ -173,7 +173,10 @@ async def predict(
     request: Request,
     model: ModelDep,
     settings: SettingsDep,
-    top_k: Annotated[int | None, Query(ge=1, le=1000, description="also list the k most probable classes")] = None,
+    top_k: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description="also list the k most probable classes (all of them if k is larger)"),
+    ] = None,
     preprocess: Annotated[
         PreprocessMethod,
         Query(description="`auto`: the model dataset's preprocessing; `none`: only resize to the input size"),
@@ -181,8 +184,6 @@ async def predict(
 ) -> JSONResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
     class_names = model.class_names
-    if top_k is not None and top_k > len(class_names):
-        raise ValidationFailed(f"top_k must be between 1 and {len(class_names)} for {model.model_id}")
     images = await read_images(request, settings.body_limits)
     result = await model.classify(images, preprocessing=None if preprocess == "auto" else preprocess)
     predictions = [make_prediction(row, class_names, top_k) for row in result.probabilities]

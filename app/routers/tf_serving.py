@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.deps import RegistryDep, SettingsDep
-from app.errors import BadRequest, Failure, ModelNotFound, protocol_route
+from app.errors import BadRequest, Failure, ModelNotFound, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
 from modelstore import SIGNATURE_NAME
@@ -169,7 +169,7 @@ async def predict(registry: RegistryDep, settings: SettingsDep, name: NamePath, 
 
 
 @router.post(
-    "/{name:model_name}/versions/{version}:predict",
+    "/{name:model_name}/versions/{version:int}:predict",
     summary="Predict on a version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
@@ -205,7 +205,7 @@ async def model_status(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
     return version_status(registry, name, None)
 
 
-@router.get("/{name:model_name}/versions/{version}", summary="Model version status (TF Serving)")
+@router.get("/{name:model_name}/versions/{version:int}", summary="Model version status (TF Serving)")
 async def model_version_status(registry: RegistryDep, name: NamePath, version: VersionPath) -> dict[str, Any]:
     """Status of one version."""
     return version_status(registry, name, version)
@@ -246,3 +246,6 @@ async def model_metadata(registry: RegistryDep, name: NamePath) -> dict[str, Any
             }
         },
     }
+
+
+protocol_fallback(router)

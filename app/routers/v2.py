@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.deps import RegistryDep, SettingsDep
-from app.errors import BadRequest, Failure, NotReady, protocol_route
+from app.errors import BadRequest, Failure, NotReady, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
 
@@ -68,7 +68,7 @@ router = APIRouter(
 )
 
 NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
-VersionPath = Annotated[str, Path(pattern=r"^[0-9]{1,10}$", description="integer version", examples=["1"])]
+VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="integer version", examples=[1])]
 
 
 class ServerMetadata(BaseModel):
@@ -116,7 +116,7 @@ class ModelMetadataResponse(BaseModel):
     outputs: list[TensorMetadata]
 
 
-def resolve(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
+def resolve(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
     """The model `<dataset>-<arch>` at `version` (default newest).
 
     Raises:
@@ -125,7 +125,7 @@ def resolve(registry: ModelRegistry, name: str, version: str | None) -> ServedMo
     dataset, separator, arch = name.partition("-")
     if not separator:
         dataset, arch = registry.default_dataset, name
-    return registry.get(arch, dataset=dataset, version=int(version) if version else None)
+    return registry.get(arch, dataset=dataset, version=version)
 
 
 def _split_bytes_elements(raw: bytes, count: int) -> list[bytes]:
@@ -334,7 +334,7 @@ INFER_BODY = {
 }
 
 
-async def infer(registry: ModelRegistry, settings: Any, name: str, version: str | None, request: Request) -> Response:
+async def infer(registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request) -> Response:
     """Resolve the model, parse the request (JSON or binary), classify, render."""
     model = resolve(registry, name, version)
     limits = settings.body_limits
@@ -371,7 +371,7 @@ async def ready(registry: RegistryDep) -> ServerReadiness:
     return ServerReadiness(ready=True)
 
 
-def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadataResponse:
+def _metadata(registry: ModelRegistry, name: str, version: int | None) -> ModelMetadataResponse:
     model = resolve(registry, name, version)
     versions = [str(version)] if version else [str(v) for v in sorted(registry.versions(model.dataset, model.arch))]
     return ModelMetadataResponse(
@@ -392,7 +392,9 @@ async def model_metadata(registry: RegistryDep, name: NamePath) -> ModelMetadata
     return _metadata(registry, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadataResponse, summary="Model version metadata")
+@router.get(
+    "/models/{name}/versions/{version:int}", response_model=ModelMetadataResponse, summary="Model version metadata"
+)
 async def model_version_metadata(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelMetadataResponse:
     """Inputs, outputs, datatypes, shapes and platform of one version."""
     return _metadata(registry, name, version)
@@ -405,7 +407,9 @@ async def model_ready(registry: RegistryDep, name: NamePath) -> ModelReadiness:
     return ModelReadiness(name=name, ready=True)
 
 
-@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReadiness, summary="Model version readiness")
+@router.get(
+    "/models/{name}/versions/{version:int}/ready", response_model=ModelReadiness, summary="Model version readiness"
+)
 async def model_version_ready(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelReadiness:
     """200 when the version is loaded and serving."""
     resolve(registry, name, version)
@@ -419,7 +423,7 @@ async def model_infer(registry: RegistryDep, settings: SettingsDep, name: NamePa
 
 
 @router.post(
-    "/models/{name}/versions/{version}/infer",
+    "/models/{name}/versions/{version:int}/infer",
     summary="Inference on a version",
     openapi_extra=INFER_BODY,
     response_model=None,
@@ -429,3 +433,6 @@ async def model_version_infer(
 ) -> Response:
     """Classify a batch with one version."""
     return await infer(registry, settings, name, version, request)
+
+
+protocol_fallback(router)

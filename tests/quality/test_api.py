@@ -49,7 +49,9 @@ def test_every_shipped_model_answers(shipped_client: TestClient, arch: str) -> N
 
 
 def test_models_lists_the_shipped_models_with_accuracies(shipped_client: TestClient) -> None:
-    models = {item["arch"]: item for item in shipped_client.get("/models").json()["models"] if item["dataset"] == "mnist"}
+    models = {
+        item["arch"]: item for item in shipped_client.get("/models").json()["models"] if item["dataset"] == "mnist"
+    }
     assert set(models) >= SHIPPED_MNIST
     for item in models.values():
         assert 0.9 < item["test_accuracy"] <= 1.0
@@ -80,7 +82,13 @@ def test_models_lists_every_model_in_the_store(shipped_client: TestClient) -> No
     ],
 )
 def test_dataset_test_images_come_back_with_their_class_names(
-    shipped_client: TestClient, data_dir: Path, model: str, dataset: str, first_class: str, last_class: str, min_correct: int
+    shipped_client: TestClient,
+    data_dir: Path,
+    model: str,
+    dataset: str,
+    first_class: str,
+    last_class: str,
+    min_correct: int,
 ) -> None:
     images, labels = load_test_images(dataset, data_dir, 20)
     correct = 0
@@ -106,7 +114,9 @@ def test_model_detail_is_the_metadata(shipped_client: TestClient) -> None:
 
 
 def test_dataset_version_and_top_k_parameters(shipped_client: TestClient) -> None:
-    response = shipped_client.post("/predict?model=custom2&dataset=mnist&version=1&top_k=3", files=upload(DATA / "7.png"))
+    response = shipped_client.post(
+        "/predict?model=custom2&dataset=mnist&version=1&top_k=3", files=upload(DATA / "7.png")
+    )
     body = response.json()
     assert body["version"] == 1
     assert next(item["class_index"] for item in body["top_k"]) == 7

@@ -16,14 +16,16 @@ TOLERANCE = 0.02  # the README reports the 1-point target measured on all 10,000
 
 
 def _best_model(client: TestClient, dataset: str) -> str:
-    models = [item for item in shipped_client.get("/models").json()["models"] if item["dataset"] == dataset]
+    models = [item for item in client.get("/models").json()["models"] if item["dataset"] == dataset]
     if not models:
         pytest.fail(f"no {dataset} model is shipped")
     return max(models, key=lambda item: item["test_accuracy"])["model"]
 
 
 @pytest.mark.parametrize(("dataset", "variants"), [("fashion_mnist", FASHION_VARIANTS), ("cifar10", CIFAR_VARIANTS)])
-def test_uploads_score_like_the_dataset(shipped_client: TestClient, data_dir: Path, dataset: str, variants: dict) -> None:
+def test_uploads_score_like_the_dataset(
+    shipped_client: TestClient, data_dir: Path, dataset: str, variants: dict
+) -> None:
     images, labels = load_test_images(dataset, data_dir, COUNT)
     results = score(shipped_client, _best_model(shipped_client, dataset), images, labels, variants)
     reference = results.pop("dataset_as_is")

@@ -82,9 +82,18 @@ def test_shipped_metadata_validates_and_names_the_signature() -> None:
 @pytest.mark.parametrize(
     ("command", "public"),
     [
-        ("python -m training train --arch mlp --output-dir /srv/x/models_store", "python -m training train --arch mlp --output-dir models_store"),
-        ("python -m training train --data-dir=/home/me/data --arch mlp", "python -m training train --data-dir=data --arch mlp"),
-        ("python -m training train --initial-weights models_store/mnist/mlp/1", "python -m training train --initial-weights models_store/mnist/mlp/1"),
+        (
+            "python -m training train --arch mlp --output-dir /srv/x/models_store",
+            "python -m training train --arch mlp --output-dir models_store",
+        ),
+        (
+            "python -m training train --data-dir=/home/me/data --arch mlp",
+            "python -m training train --data-dir=data --arch mlp",
+        ),
+        (
+            "python -m training train --initial-weights models_store/mnist/mlp/1",
+            "python -m training train --initial-weights models_store/mnist/mlp/1",
+        ),
     ],
 )
 def test_public_command_cuts_absolute_paths(command: str, public: str) -> None:

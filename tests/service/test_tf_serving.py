@@ -18,7 +18,9 @@ SEVEN_TENSOR = (np.asarray(Image.open(DATA / "7.png"), dtype=np.float32) / 255.0
 
 def _native_class(client: TestClient) -> int:
     """The class `/predict` gives tests/data/7.png: every protocol must agree with it."""
-    return client.post("/predict?model=tiny", files={"image": ("7.png", (DATA / "7.png").read_bytes())}).json()["class_index"]
+    return client.post("/predict?model=tiny", files={"image": ("7.png", (DATA / "7.png").read_bytes())}).json()[
+        "class_index"
+    ]
 
 
 def test_row_format_with_b64_image_and_tensor(client: TestClient) -> None:

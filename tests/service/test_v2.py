@@ -4,13 +4,7 @@ talking to a real server process on 127.0.0.1 over the tiny store."""
 from __future__ import annotations
 
 import base64
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,55 +12,21 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import DATA, PROJECT_ROOT
+from tests.conftest import DATA
 
 SEVEN = (DATA / "7.png").read_bytes()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tiny_store: Path) -> Iterator[str]:
-    """`uvicorn app.main:app` over the tiny store; yields host:port once ready."""
-    port = _free_port()
-    env = {**os.environ, "MODELS_DIR": str(tiny_store), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("the server did not become ready in 60 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server) as triton_client:
+def client(live_server: str) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(live_server) as triton_client:
         yield triton_client
 
 
 def _native(server: str, model: str = "mnist/tiny") -> list[float]:
-    response = httpx.post(f"http://{server}/predict", params={"model": model, "version": 1}, files={"image": ("7.png", SEVEN)})
+    response = httpx.post(
+        f"http://{server}/predict", params={"model": model, "version": 1}, files={"image": ("7.png", SEVEN)}
+    )
     return [item["probability"] for item in response.json()["probabilities"]]
 
 
@@ -99,7 +59,7 @@ def test_model_metadata(client: triton.InferenceServerClient) -> None:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_fp32_input(client: triton.InferenceServerClient, server: str, binary: bool) -> None:
+def test_fp32_input(client: triton.InferenceServerClient, live_server: str, binary: bool) -> None:
     images = np.concatenate([_seven_tensor()] * 3)
     tensor = triton.InferInput("images", list(images.shape), "FP32")
     tensor.set_data_from_numpy(images, binary_data=binary)
@@ -109,16 +69,16 @@ def test_fp32_input(client: triton.InferenceServerClient, server: str, binary: b
     assert probabilities.shape == (3, 10)
     assert result.get_response()["id"] == "r-1"
     assert result.get_response()["model_version"] == "1"
-    np.testing.assert_allclose(probabilities[0], _native(server), atol=1e-6)  # the same pipeline as /predict
+    np.testing.assert_allclose(probabilities[0], _native(live_server), atol=1e-6)  # the same pipeline as /predict
 
 
-def test_bytes_input_binary_by_default(client: triton.InferenceServerClient, server: str) -> None:
+def test_bytes_input_binary_by_default(client: triton.InferenceServerClient, live_server: str) -> None:
     tensor = triton.InferInput("image_bytes", [2], "BYTES")
     tensor.set_data_from_numpy(np.array([SEVEN, SEVEN], dtype=np.object_))
     result = client.infer("mnist-tiny", [tensor], model_version="1")
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (2, 10)
-    np.testing.assert_allclose(probabilities[1], _native(server), atol=1e-6)
+    np.testing.assert_allclose(probabilities[1], _native(live_server), atol=1e-6)
 
 
 def test_bytes_input_as_base64_json(client: triton.InferenceServerClient) -> None:
@@ -128,14 +88,14 @@ def test_bytes_input_as_base64_json(client: triton.InferenceServerClient) -> Non
     assert result.as_numpy("probabilities").shape == (1, 10)
 
 
-def test_classification_extension(client: triton.InferenceServerClient, server: str) -> None:
+def test_classification_extension(client: triton.InferenceServerClient, live_server: str) -> None:
     tensor = triton.InferInput("image_bytes", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([SEVEN], dtype=np.object_))
     output = triton.InferRequestedOutput("probabilities", class_count=3)
     labels = client.infer("mnist-tiny", [tensor], model_version="1", outputs=[output]).as_numpy("probabilities")
     assert labels.shape == (1, 3)
     value, index, name = labels[0][0].decode().split(":")
-    native = _native(server)
+    native = _native(live_server)
     assert int(index) == int(np.argmax(native)) and name == str(index)
     assert float(value) == pytest.approx(max(native), rel=1e-5)
 
@@ -171,7 +131,7 @@ def test_unknown_model_is_a_404(client: triton.InferenceServerClient) -> None:
         (b'{"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": ["dGV4dA=="]}]}', 415),
     ],
 )
-def test_bad_requests_answer_the_protocol_error(server: str, body: bytes, status: int) -> None:
-    response = httpx.post(f"http://{server}/v2/models/mnist-tiny/infer", content=body)
+def test_bad_requests_answer_the_protocol_error(live_server: str, body: bytes, status: int) -> None:
+    response = httpx.post(f"http://{live_server}/v2/models/mnist-tiny/infer", content=body)
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"} and response.json()["error"]
