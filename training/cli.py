@@ -172,19 +172,38 @@ def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
         )
 
 
-def print_markdown(models: Sequence[dict[str, Any]]) -> None:
-    """Print the leaderboard as a Markdown table (the README's model table)."""
-    print("| dataset | model | params | train acc | val acc | test acc | test loss | epochs | s/epoch | train time |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+TABLE_START, TABLE_END = "<!-- MODEL_TABLE -->", "<!-- /MODEL_TABLE -->"
+
+
+def markdown_table(models: Sequence[dict[str, Any]]) -> str:
+    """The leaderboard as a Markdown table (the table of docs/models.md)."""
+    lines = [
+        "| dataset | model | params | train acc | val acc | test acc | test loss | epochs | s/epoch | train time |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for item in sorted(models, key=lambda m: (m["dataset"], -m["metrics"]["test"]["accuracy"])):
         metrics = item["metrics"]
         epochs, seconds = _epochs_and_time(item)
-        print(
+        lines.append(
             f"| {item['dataset']} | {item['arch']} v{item['version']} | {item['parameter_count']:,} "
             f"| {metrics['train']['accuracy']:.4f} | {metrics['val']['accuracy']:.4f} "
             f"| **{metrics['test']['accuracy']:.4f}** | {metrics['test']['loss']:.4f} | {epochs} "
             f"| {item.get('seconds_per_epoch', 0):.0f} | {seconds / 60:.1f} min |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def write_table(path: Path, table: str) -> None:
+    """Replace the text between the MODEL_TABLE markers of `path` with `table`.
+
+    Raises:
+        ValueError: `path` has no pair of markers.
+    """
+    text = path.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
+    path.write_text(text[: start + len(TABLE_START)] + "\n" + table + text[end:])
 
 
 def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -223,6 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="leaderboard of the models in the store")
     compare.add_argument("--dataset")
     compare.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    compare.add_argument("--write", type=Path, help="put the Markdown table between the MODEL_TABLE markers of this file")
     compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     zoo = commands.add_parser("zoo", help="train every model of the zoo file missing from the store")
     zoo.add_argument("--only", help="glob on <dataset>/<arch>, e.g. 'fashion_mnist/*'")
@@ -245,7 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_training(args, command="python -m training " + shlex.join(argv))
     elif args.command == "compare":
         models = read_store(args.output_dir, args.dataset)
-        (print_markdown if args.markdown else print_leaderboard)(models)
+        if args.write:
+            write_table(args.write, markdown_table(models))
+        elif args.markdown:
+            print(markdown_table(models), end="")
+        else:
+            print_leaderboard(models)
     elif args.command == "report":
         from training.export import draw_reports
 

@@ -184,3 +184,11 @@ def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:
     for data, _ in REFUSED.values():
         client.post("/predict?model=tiny", files=upload(data))
     assert client.post("/predict?model=tiny", files=upload(SEVEN)).status_code == 200
+
+
+def test_top_k_above_the_class_count_lists_every_class(client: TestClient) -> None:
+    body = client.post("/predict?model=tiny&top_k=11", files=upload(SEVEN)).json()
+    assert len(body["top_k"]) == 10
+    assert [item["probability"] for item in body["top_k"]] == sorted(
+        (item["probability"] for item in body["probabilities"]), reverse=True
+    )
