@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).resolve().parent / "multipart.lua"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-OUT = Path(__file__).resolve().parent.parent / "data" / "realworld" / "digits"
+OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "realworld" / "digits"
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 FONT_NAMES = (
     "ComicNeue-Regular.otf", "ComicNeue-Bold.otf", "ComicNeue-Italic.otf", "dkg.ttf", "dkgBd.ttf",

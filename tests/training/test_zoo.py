@@ -15,7 +15,7 @@ from training.datasets import load_dataset
 from training.store import read_store, warm_start_chain
 from training.train import TrainConfig, train
 
-STORE = Path(__file__).resolve().parents[1] / "models_store"
+STORE = Path(__file__).resolve().parents[2] / "models_store"
 
 pytestmark = pytest.mark.slow
 
