@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.inference.body import BodyLimits
 from app.inference.inputs import InputLimits
@@ -70,6 +71,19 @@ class Settings(BaseSettings):
     inline_preprocess_pixels: int = Field(
         4096, ge=0, description="images up to this many pixels are preprocessed on the event loop (0: never)"
     )
+    max_requests_in_flight: int = Field(
+        256, ge=1, description="requests being prepared, queued or run at once; more are shed with 503"
+    )
+    max_queued_inputs: int = Field(256, ge=1, description="inputs waiting for one model; more are shed with 503")
+    request_timeout_seconds: float = Field(
+        30.0, gt=0.0, description="default deadline of a request; a client may shorten it with X-Request-Timeout"
+    )
+    required_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="`dataset/arch` models without which the service is not ready"
+    )
+    drain_seconds: float = Field(
+        20.0, ge=0.0, description="on SIGTERM: readiness fails at once, requests in flight get this long to finish"
+    )
     preprocess_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 2, ge=1, description="worker threads that decode and preprocess"
     )
@@ -83,6 +97,13 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(2, ge=0)
     log_level: str = "INFO"
+
+    @field_validator("required_models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("models_dir")
     @classmethod
@@ -103,6 +124,7 @@ class Settings(BaseSettings):
             max_tensor_elements=self.max_tensor_elements,
             max_image_pixels=self.max_image_pixels,
             inline_preprocess_pixels=self.inline_preprocess_pixels,
+            max_queued_inputs=self.max_queued_inputs,
         )
 
     @cached_property

@@ -7,15 +7,27 @@ hop that costs more than the lookups themselves.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from app.config import Settings
 from app.errors import NotReady
 from app.inference import ModelRegistry, ServedModel
 
-__all__ = ["MODEL_PATTERN", "NAME_PATTERN", "ModelDep", "RegistryDep", "SettingsDep", "get_model", "get_registry"]
+__all__ = [
+    "MODEL_PATTERN",
+    "NAME_PATTERN",
+    "DeadlineDep",
+    "ModelDep",
+    "RegistryDep",
+    "SettingsDep",
+    "deadline_after",
+    "get_deadline",
+    "get_model",
+    "get_registry",
+]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MODEL_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})?$"
@@ -69,3 +81,31 @@ async def get_model(
 
 
 ModelDep = Annotated[ServedModel, Depends(get_model)]
+
+
+def deadline_after(request: Request, settings: Settings, timeout: float | None) -> float:
+    """Event-loop time by which a request's answer is due: `REQUEST_TIMEOUT_SECONDS` after it
+    arrived, or `timeout` seconds if the client asked for less."""
+    arrived = request.scope.get("arrived_at") or asyncio.get_running_loop().time()
+    limit = settings.request_timeout_seconds
+    return arrived + (limit if timeout is None else min(timeout, limit))
+
+
+async def get_deadline(
+    request: Request,
+    settings: SettingsDep,
+    x_request_timeout: Annotated[
+        float | None,
+        Header(
+            ge=0.1,
+            le=86400,
+            description="seconds the client will wait; work still queued then is dropped (504). "
+            "Default and upper bound: REQUEST_TIMEOUT_SECONDS",
+        ),
+    ] = None,
+) -> float:
+    """The request's deadline (see `deadline_after`)."""
+    return deadline_after(request, settings, x_request_timeout)
+
+
+DeadlineDep = Annotated[float, Depends(get_deadline)]

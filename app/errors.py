@@ -13,25 +13,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BadRequest",
+    "DeadlineExceeded",
     "ErrorRenderer",
     "Failure",
+    "ModelFailed",
     "ModelNotFound",
     "NotReady",
+    "Overloaded",
     "PayloadTooLarge",
     "RequestTimeout",
     "ServiceError",
@@ -56,6 +59,7 @@ STATUS_CODES = {
     422: "validation_error",
     500: "internal_error",
     503: "not_ready",
+    504: "deadline_exceeded",
 }
 
 
@@ -64,6 +68,7 @@ class ServiceError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -107,9 +112,28 @@ class ValidationFailed(ServiceError):
 
 
 class NotReady(ServiceError):
-    """The models are not loaded yet."""
+    """The models are not loaded yet, or the server is draining before it stops."""
 
     status, code = 503, "not_ready"
+
+
+class Overloaded(ServiceError):
+    """Too many requests in flight, or too many inputs queued for the model: retry shortly."""
+
+    status, code = 503, "overloaded"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before its inputs reached the model."""
+
+    status, code = 504, "deadline_exceeded"
+
+
+class ModelFailed(ServiceError):
+    """The model call itself failed (a server fault, logged with the request id)."""
+
+    status, code = 500, "model_error"
 
 
 class Failure:
@@ -144,7 +168,7 @@ def describe(request: Request, exc: Exception) -> Failure:
     """
     request_id = request_id_of(request)
     if isinstance(exc, ServiceError):
-        failure = Failure(exc.status, exc.code, exc.message)
+        failure = Failure(exc.status, exc.code, exc.message, exc.headers)
     elif isinstance(exc, RequestValidationError):
         failure = Failure(422, "validation_error", _describe_validation(exc))
     elif isinstance(exc, StarletteHTTPException):
@@ -160,7 +184,7 @@ def describe(request: Request, exc: Exception) -> Failure:
     else:
         logger.error("request %s failed with an unhandled error", request_id, exc_info=exc)
         failure = Failure(500, "internal_error", "")
-    if failure.status >= 500 and failure.status != 503:
+    if failure.status >= 500 and failure.status not in (503, 504):
         if isinstance(exc, ServiceError):
             logger.error("request %s failed: %s", request_id, exc.message)
         failure.message = f"internal error; quote request id {request_id} when reporting it"

@@ -6,8 +6,11 @@ models are loaded in the lifespan, when the server starts.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,11 +49,13 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
         logger.setLevel(settings.log_level)
         started = time.perf_counter()
         from app.inference import ModelRegistry
-        from app.inference.model import configure_tensorflow
+        from app.inference.model import Admission, configure_tensorflow
 
         configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings))
-        await registry.start(anyio.CapacityLimiter(settings.preprocess_threads))
+        admission = Admission(settings.max_requests_in_flight)
+        await registry.start(anyio.CapacityLimiter(settings.preprocess_threads), admission)
+        drain_on_sigterm(admission, settings.drain_seconds)
         # The loaded graphs are about half a million Python objects that live as long as
         # the process; a full collection walks them all, a stall that showed as the p99
         # of the benchmark (docs/performance.md). Frozen, they are skipped by every collection.
@@ -67,9 +72,41 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
             yield {"registry": registry, "settings": settings}
         finally:
             gc.unfreeze()
-            await registry.stop()
+            await registry.stop(drain_seconds=settings.drain_seconds)
 
     return lifespan
+
+
+def drain_on_sigterm(admission: Any, drain_seconds: float) -> None:
+    """On SIGTERM, fail readiness at once, let the requests in flight finish (at most
+    `drain_seconds`), then hand the signal to the server's own handler, which stops it.
+
+    Only where the server runs the app in the main thread (uvicorn, gunicorn workers);
+    elsewhere (a test client) signals are not the app's to take.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+
+    async def drain(signum: int) -> None:
+        deadline = loop.time() + drain_seconds
+        while admission.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        logger.info("drained: %d requests still in flight; stopping", admission.in_flight)
+        if callable(previous):
+            previous(signum, None)
+        else:
+            signal.raise_signal(signum)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if admission.draining:
+            return
+        admission.draining = True
+        logger.info("SIGTERM: not ready any more; draining %d requests in flight", admission.in_flight)
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain(signum)))
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,10 +1,11 @@
-"""Pure ASGI middleware: request ids.
+"""Pure ASGI middleware: request ids and arrival times.
 
 Plain ASGI (not `BaseHTTPMiddleware`) so the hot path pays one function call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -17,7 +18,8 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 class RequestIdMiddleware:
     """Give every request an id (the client's `X-Request-ID` if well-formed, else a new
-    one), store it in `scope["request_id"]` and return it in the `X-Request-ID` header."""
+    one), store it in `scope["request_id"]` and return it in the `X-Request-ID` header;
+    store the event-loop time it arrived in `scope["arrived_at"]` (deadlines count from it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -34,6 +36,7 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         scope["request_id"] = request_id
+        scope["arrived_at"] = asyncio.get_running_loop().time()
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

@@ -8,6 +8,7 @@ so they start in seconds. Only tests of model quality use `shipped_client`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -125,15 +126,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_store: Path) -> Iterator[str]:
-    """`uvicorn app.main:app` over the tiny store; yields host:port once ready."""
+@contextlib.contextmanager
+def serve(store: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `uvicorn app.main:app` process on 127.0.0.1 over `store`, settings from `env`.
+
+    Yields:
+        (host:port, the process) once `/healthz` answers; the process is stopped on exit.
+    """
     port = _free_port()
-    env = {**os.environ, "MODELS_DIR": str(tiny_store), "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=PROJECT_ROOT,
-        env=env,
+        env={**os.environ, "MODELS_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "2", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -142,17 +146,27 @@ def live_server(tiny_store: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://{url}/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"http://{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
+            if process.poll() is not None:
+                pytest.fail(f"the server exited with {process.returncode}")
             time.sleep(0.2)
         else:
-            pytest.fail("the server did not become ready in 60 s")
-        yield url
+            pytest.fail("the server did not start in 60 s")
+        yield url, process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_store: Path) -> Iterator[str]:
+    """A server process over the tiny store, for real clients; yields host:port."""
+    with serve(tiny_store) as (url, _):
+        yield url
 
 
 def upload(path: Path | bytes, name: str = "image.png", content_type: str = "image/png") -> dict:

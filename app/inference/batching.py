@@ -62,7 +62,7 @@ class DynamicBatcher:
     stages balance only if batches are about equal, so a batch takes at most half of the
     inputs seen in flight (waiting or on their way) since the previous batch closed; left
     alone, a split such as 3 and 13 of 16 repeats forever, and the loop idles while the
-    13 run (`benchmarks/run.py`; the README gives the measured effect). A burst
+    13 run (`benchmarks/run.py`; docs/performance.md gives the measured effect). A burst
     with no load before it is not split.
     """
 
@@ -99,8 +99,13 @@ class DynamicBatcher:
             self._pending = collections.deque()
             self._task = asyncio.create_task(self._serve(), name=f"batcher-{self.name}")
 
-    async def stop(self) -> None:
-        """Stop the background task; inputs still waiting fail with CancelledError."""
+    async def stop(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop the background task once the inputs waiting are answered, or after
+        `drain_seconds`; inputs still waiting then fail with CancelledError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_seconds
+        while self._task is not None and (self._pending or self.waiting) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

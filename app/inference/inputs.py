@@ -30,12 +30,15 @@ class InputLimits:
         max_image_pixels: Declared width x height of one image, pixels (413 above).
         inline_preprocess_pixels: Uploads up to this many pixels are preprocessed on the
             event loop, larger ones in the worker pool.
+        max_queued_inputs: Inputs waiting for one model (queued in its batcher or being
+            prepared); a request that would pass it is shed with 503 at once.
     """
 
     max_images: int = 64
     max_tensor_elements: int = 64 * 32 * 32 * 3
     max_image_pixels: int = 40_000_000
     inline_preprocess_pixels: int = 4096
+    max_queued_inputs: int = 256
 
 
 @dataclass(frozen=True, slots=True)

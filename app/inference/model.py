@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import numpy as np
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
+from app.errors import DeadlineExceeded, ModelFailed, Overloaded, ServiceError
 from app.inference.batching import DynamicBatcher
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
 from app.inference.preprocessing import prepare_image_async
@@ -33,7 +35,37 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Classification", "ModelLoadError", "ServedModel", "batch_buckets", "configure_tensorflow"]
+__all__ = ["Admission", "Classification", "ModelLoadError", "ServedModel", "batch_buckets", "configure_tensorflow"]
+
+
+class Admission:
+    """The bound on requests in flight in the pipelines of all models of a process.
+
+    Args:
+        max_in_flight: Most requests being prepared, queued or run at once; past it a
+            request is shed at once with 503 `overloaded` and `Retry-After`, rather than
+            queued without limit (as TF Serving fails fast past `max_enqueued_batches`).
+    """
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.draining = False
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count one request in flight until exit.
+
+        Raises:
+            Overloaded: `max_in_flight` requests are in flight already (503).
+        """
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"{self.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 class ModelLoadError(Exception):
@@ -127,6 +159,7 @@ class ServedModel:
         limits: What one request may cost.
         batcher: The dynamic batcher, or None when batching is off for this model.
         limiter: The worker pool's capacity for decoding and preprocessing (set by `start`).
+        admission: The bound on requests in flight shared by every model (set by `start`).
         load_seconds: Time to load and warm up, seconds.
     """
 
@@ -138,6 +171,7 @@ class ServedModel:
     limits: InputLimits
     batcher: DynamicBatcher | None = None
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
+    admission: Admission | None = field(default=None, repr=False)
     load_seconds: float = 0.0
 
     @classmethod
@@ -262,16 +296,17 @@ class ServedModel:
         for size in self.buckets:
             self.predict_batch(np.zeros((size, *self.input_shape), dtype=np.float32))
 
-    async def start(self, limiter: anyio.CapacityLimiter) -> None:
-        """Start the batcher; decode and preprocess in the pool of `limiter`."""
+    async def start(self, limiter: anyio.CapacityLimiter, admission: Admission) -> None:
+        """Start the batcher; decode and preprocess in the pool of `limiter`; admit through `admission`."""
         self.limiter = limiter
+        self.admission = admission
         if self.batcher is not None:
             await self.batcher.start()
 
-    async def stop(self) -> None:
-        """Stop the batcher."""
+    async def stop(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop the batcher once its queue is answered (at most `drain_seconds`)."""
         if self.batcher is not None:
-            await self.batcher.stop()
+            await self.batcher.stop(drain_seconds=drain_seconds)
 
     async def _prepare(self, item: EncodedImage | np.ndarray, method: str) -> np.ndarray:
         if not isinstance(item, EncodedImage):
@@ -286,29 +321,21 @@ class ServedModel:
         )
 
     async def _predict(self, inputs: np.ndarray) -> np.ndarray:
-        if self.batcher is not None:
-            return await self.batcher.submit(inputs)
-        return (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(inputs)
+            return (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+        except (ServiceError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            logger.error("%s v%d failed on an input: %s: %s", self.model_id, self.version, type(error).__name__, error)
+            raise ModelFailed(f"{self.model_id} v{self.version} failed on this input") from error
 
-    async def classify(self, inputs: Sequence[ModelInput], *, preprocessing: str | None = None) -> Classification:
-        """Classify a request's inputs: the one entry point of every protocol.
+    def _queued(self) -> int:
+        """Inputs waiting for this model: queued in its batcher or being prepared."""
+        return self.batcher.waiting + self.batcher.on_the_way if self.batcher is not None else 0
 
-        Args:
-            inputs: Encoded image files and/or tensors in the model's input layout, as the
-                protocol adapter parsed them.
-            preprocessing: How encoded images become inputs (`app.inference.preprocessing`
-                methods); default the model dataset's. Tensors are used as they are.
-
-        Returns:
-            The probabilities of every input, in order, and the inputs the model received.
-
-        Raises:
-            BadRequest: Bad base64, or a tensor that is malformed or of the wrong shape (400).
-            PayloadTooLarge: Over the limits on images, tensor elements or pixels (413).
-            UnsupportedImage: A file that is not a decodable image (415).
-        """
-        method = preprocessing or self.preprocessing
-        items = expand(inputs, self.input_shape, self.limits)
+    async def _classify(self, items: list[EncodedImage | np.ndarray], method: str) -> Classification:
         arriving = self.batcher.arriving(len(items)) if self.batcher is not None else contextlib.nullcontext()
         with arriving:  # the batcher waits for inputs being prepared rather than run a small batch
             prepared = [await self._prepare(item, method) for item in items]
@@ -318,3 +345,70 @@ class ServedModel:
             rows = list(await asyncio.gather(*(self._predict(row) for row in prepared)))
         used = method if any(isinstance(item, EncodedImage) for item in items) else "none"
         return Classification(np.stack(rows), used, np.stack(prepared))
+
+    async def classify(
+        self,
+        inputs: Sequence[ModelInput],
+        *,
+        preprocessing: str | None = None,
+        deadline: float | None = None,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Classification:
+        """Classify a request's inputs: the one entry point of every protocol.
+
+        Args:
+            inputs: Encoded image files and/or tensors in the model's input layout, as the
+                protocol adapter parsed them.
+            preprocessing: How encoded images become inputs (`app.inference.preprocessing`
+                methods); default the model dataset's. Tensors are used as they are.
+            deadline: Event-loop time (`loop.time()`, seconds) by which the answer is due;
+                work still waiting for the model then is dropped.
+            disconnected: Returns once the client has gone away (the ASGI `receive` after
+                the body is read); its work is then dropped.
+
+        Returns:
+            The probabilities of every input, in order, and the inputs the model received.
+
+        Raises:
+            BadRequest: Bad base64, or a tensor that is malformed or of the wrong shape (400).
+            PayloadTooLarge: Over the limits on images, tensor elements or pixels (413).
+            UnsupportedImage: A file that is not a decodable image (415).
+            Overloaded: Too many requests in flight, or too many inputs queued (503).
+            DeadlineExceeded: The deadline passed before the inputs reached the model (504).
+            ModelFailed: The model call raised (500).
+            ClientDisconnect: The client went away.
+        """
+        method = preprocessing or self.preprocessing
+        items = expand(inputs, self.input_shape, self.limits)
+        if self._queued() + len(items) > self.limits.max_queued_inputs:
+            raise Overloaded(f"{self.model_id} has {self._queued()} inputs queued (MAX_QUEUED_INPUTS); retry shortly")
+        admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
+        with admission:
+            task = asyncio.current_task()
+            gone = False
+
+            def cancel_on_disconnect(watch: asyncio.Future[Any]) -> None:
+                nonlocal gone
+                if task is not None and not watch.cancelled() and watch.exception() is None:
+                    gone = True
+                    task.cancel()
+
+            watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+            if watcher is not None:
+                watcher.add_done_callback(cancel_on_disconnect)
+            try:
+                if deadline is None:
+                    return await self._classify(items, method)
+                async with asyncio.timeout_at(deadline):
+                    return await self._classify(items, method)
+            except TimeoutError:
+                raise DeadlineExceeded("the request's deadline passed before its answer was ready") from None
+            except asyncio.CancelledError:
+                if gone and task is not None:
+                    task.uncancel()
+                    raise ClientDisconnect() from None
+                raise
+            finally:
+                if watcher is not None:
+                    watcher.remove_done_callback(cancel_on_disconnect)
+                    watcher.cancel()

@@ -37,8 +37,9 @@ __all__ = [
     "preprocess",
 ]
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO")
-"""Raster formats accepted; vector, document and script formats (SVG, PDF, EPS) are refused."""
+SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+"""Raster formats accepted (an allow-list). Vector, document and script formats (SVG, PDF,
+EPS) are refused, and so is ICO, whose header check already decodes its largest image."""
 
 METHODS = ("mnist", "fashion_mnist", "cifar10", "resize", "none")
 
@@ -138,18 +139,29 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image
 
 
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
     """Convert any Pillow mode to 8-bit `L` or `RGB`, alpha flattened onto white.
 
-    16- and 32-bit integer and float modes are scaled by their range, not clipped.
+    16- and 32-bit integer and float modes are scaled by their range, not clipped. A large
+    one is first reduced to `2 * WORKING_SIZE` pixels on its longer side in its own mode,
+    so no full-resolution float copy is made.
     """
     image = _flatten_alpha(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        array = np.asarray(image, dtype=np.float64)
+    if image.mode in HIGH_BIT_MODES:
+        if image.mode.startswith("I;16"):
+            image = image.convert("I")
+        if max(image.size) > 2 * WORKING_SIZE:
+            scale = 2 * WORKING_SIZE / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32)
         array = np.nan_to_num(array - min(0.0, float(np.nanmin(array))), nan=0.0, posinf=0.0)
         peak = float(array.max())
         scale = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
-        image = Image.fromarray(np.clip(array / scale * 255.0, 0, 255).round().astype(np.uint8))
+        image = Image.fromarray(np.clip(array * (255.0 / scale), 0, 255).round().astype(np.uint8))
     return image if image.mode == mode else image.convert(mode)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from app.errors import ModelNotFound
-from app.inference.model import ModelLoadError, ServedModel
+from app.inference.model import Admission, ModelLoadError, ServedModel
 from modelstore import version_folders
 
 if TYPE_CHECKING:
@@ -39,16 +39,24 @@ class ModelRegistry:
         models: The loaded versions.
         failed: The versions that could not be loaded.
         default_dataset: Dataset of a bare architecture name.
+        required: `dataset/arch` models without which the service is not ready.
     """
 
     def __init__(
-        self, models: list[ServedModel], failed: list[FailedVersion] | None = None, *, default_dataset: str = "mnist"
+        self,
+        models: list[ServedModel],
+        failed: list[FailedVersion] | None = None,
+        *,
+        default_dataset: str = "mnist",
+        required: list[str] | None = None,
     ) -> None:
         self._models: dict[tuple[str, str], dict[int, ServedModel]] = {}
         for model in models:
             self._models.setdefault((model.dataset, model.arch), {})[model.version] = model
         self.failed = list(failed or [])
         self.default_dataset = default_dataset
+        self.required = list(required or [])
+        self.admission: Admission | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> ModelRegistry:
@@ -72,17 +80,30 @@ class ModelRegistry:
                 continue
             logger.info("loaded %s/%s v%d in %.2f s", dataset, arch, version, model.load_seconds)
             models.append(model)
-        return cls(models, failed, default_dataset=settings.default_dataset)
+        return cls(models, failed, default_dataset=settings.default_dataset, required=settings.required_models)
 
-    async def start(self, limiter: anyio.CapacityLimiter) -> None:
-        """Start every model's pipeline."""
-        for model in self:
-            await model.start(limiter)
+    def not_ready_reason(self) -> str | None:
+        """Why the service should not take traffic (draining, no model, a required model
+        missing), or None when it is ready."""
+        if self.admission is not None and self.admission.draining:
+            return "the server is stopping (SIGTERM); requests in flight are finishing"
+        if not len(self):
+            return "no models loaded; check MODELS_DIR"
+        missing = [model_id for model_id in self.required if tuple(model_id.partition("/")[::2]) not in self._models]
+        if missing:
+            return f"required models not loaded: {', '.join(missing)} (REQUIRED_MODELS)"
+        return None
 
-    async def stop(self) -> None:
-        """Stop every model's pipeline."""
+    async def start(self, limiter: anyio.CapacityLimiter, admission: Admission) -> None:
+        """Start every model's pipeline, all sharing one worker pool and one bound on requests in flight."""
+        self.admission = admission
         for model in self:
-            await model.stop()
+            await model.start(limiter, admission)
+
+    async def stop(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop every model's pipeline, answering what is queued first (at most `drain_seconds`)."""
+        for model in self:
+            await model.stop(drain_seconds=drain_seconds)
 
     def __iter__(self) -> Iterator[ServedModel]:
         """Every loaded version of every model."""

@@ -20,7 +20,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"description": "not ready"}}, summary="Readiness")
 async def readyz(registry: RegistryDep) -> Readiness:
-    """Answers 200 once the models are loaded and warmed up, 503 before; lists versions refused at load."""
-    if not len(registry):
-        raise NotReady("no models loaded; check MODELS_DIR")
+    """200 once the models (and every `REQUIRED_MODELS`) are loaded and warmed up; 503 before and while
+    draining on SIGTERM. Lists versions refused at load."""
+    reason = registry.not_ready_reason()
+    if reason:
+        raise NotReady(reason)
     return Readiness(status="ready", models=len(registry), failed=failed_models(registry.failed))

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ModelDep, SettingsDep
+from app.deps import DeadlineDep, ModelDep, SettingsDep
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, read_form, read_json
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
@@ -31,7 +31,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "body over MAX_UPLOAD_BYTES, image over MAX_IMAGE_PIXELS, or too many images",
         415: "not a decodable image, or an unsupported content type",
         422: "missing field or invalid parameter",
-        503: "models not loaded yet",
+        503: "models not loaded yet, or overloaded (retry after `Retry-After` seconds)",
+        504: "the deadline (X-Request-Timeout or REQUEST_TIMEOUT_SECONDS) passed before the model ran",
     }.items()
 }
 
@@ -173,6 +174,7 @@ async def predict(
     request: Request,
     model: ModelDep,
     settings: SettingsDep,
+    deadline: DeadlineDep,
     top_k: Annotated[
         int | None,
         Query(ge=1, le=1000, description="also list the k most probable classes (all of them if k is larger)"),
@@ -185,7 +187,12 @@ async def predict(
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
     class_names = model.class_names
     images = await read_images(request, settings.body_limits)
-    result = await model.classify(images, preprocessing=None if preprocess == "auto" else preprocess)
+    result = await model.classify(
+        images,
+        preprocessing=None if preprocess == "auto" else preprocess,
+        deadline=deadline,
+        disconnected=request.receive,
+    )
     predictions = [make_prediction(row, class_names, top_k) for row in result.probabilities]
     info = {
         "model": model.model_id,

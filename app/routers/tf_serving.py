@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import RegistryDep, SettingsDep
+from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, ModelNotFound, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -60,7 +60,8 @@ router = APIRouter(
         408: {"model": TFServingError, "description": "the body did not arrive within the read timeout"},
         413: {"model": TFServingError, "description": "body, image or tensor over its limit, or too many instances"},
         415: {"model": TFServingError, "description": "a b64 instance is not a decodable image"},
-        503: {"model": TFServingError, "description": "models not loaded yet"},
+        503: {"model": TFServingError, "description": "models not loaded yet, or overloaded (see Retry-After)"},
+        504: {"model": TFServingError, "description": "the deadline passed before the model ran"},
     },
 )
 
@@ -152,20 +153,22 @@ PREDICT_BODY = {
 
 
 async def run_predict(
-    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request
+    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request, deadline: float
 ) -> dict[str, Any]:
     """Resolve the model, parse the body, classify, render TF Serving's answer."""
     model = resolve(registry, name, version)
     inputs, columnar = parse_predict(await read_json(request, settings.body_limits))
-    result = await model.classify(inputs)
+    result = await model.classify(inputs, deadline=deadline, disconnected=request.receive)
     predictions = result.probabilities.tolist()
     return {"outputs": predictions} if columnar else {"predictions": predictions}
 
 
 @router.post("/{name:model_name}:predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY)
-async def predict(registry: RegistryDep, settings: SettingsDep, name: NamePath, request: Request) -> dict[str, Any]:
+async def predict(
+    registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
+) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await run_predict(registry, settings, name, None, request)
+    return await run_predict(registry, settings, name, None, request, deadline)
 
 
 @router.post(
@@ -174,10 +177,15 @@ async def predict(registry: RegistryDep, settings: SettingsDep, name: NamePath, 
     openapi_extra=PREDICT_BODY,
 )
 async def predict_version(
-    registry: RegistryDep, settings: SettingsDep, name: NamePath, version: VersionPath, request: Request
+    registry: RegistryDep,
+    settings: SettingsDep,
+    deadline: DeadlineDep,
+    name: NamePath,
+    version: VersionPath,
+    request: Request,
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await run_predict(registry, settings, name, version, request)
+    return await run_predict(registry, settings, name, version, request, deadline)
 
 
 def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:

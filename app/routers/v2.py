@@ -29,7 +29,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import RegistryDep, SettingsDep
+from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, NotReady, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -63,7 +63,8 @@ router = APIRouter(
         408: {"model": V2Error, "description": "the body did not arrive within the read timeout"},
         413: {"model": V2Error, "description": "body, image or tensor over its limit, or too many images"},
         415: {"model": V2Error, "description": "an image_bytes element is not a decodable image"},
-        503: {"model": V2Error, "description": "models not loaded yet"},
+        503: {"model": V2Error, "description": "models not loaded yet, or overloaded (see Retry-After)"},
+        504: {"model": V2Error, "description": "the deadline (the `timeout` parameter, microseconds) passed"},
     },
 )
 
@@ -334,7 +335,24 @@ INFER_BODY = {
 }
 
 
-async def infer(registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request) -> Response:
+def request_deadline(header: dict[str, Any], deadline: float, request: Request) -> float:
+    """The deadline, shortened by the request's `timeout` parameter (microseconds, as in Triton).
+
+    Raises:
+        BadRequest: A timeout that is not a positive whole number of microseconds (400).
+    """
+    timeout = (header.get("parameters") or {}).get("timeout")
+    if timeout is None:
+        return deadline
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        raise BadRequest("the timeout parameter is a positive whole number of microseconds")
+    arrived = request.scope.get("arrived_at", deadline)
+    return min(deadline, arrived + timeout / 1e6)
+
+
+async def infer(
+    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request, deadline: float
+) -> Response:
     """Resolve the model, parse the request (JSON or binary), classify, render."""
     model = resolve(registry, name, version)
     limits = settings.body_limits
@@ -347,7 +365,8 @@ async def infer(registry: ModelRegistry, settings: Any, name: str, version: int 
             raise BadRequest(f"{HEADER_LENGTH} {declared!r} is not a length within the {len(body)}-byte body")
         header, binary = await read_json(request, limits, body=body[: int(declared)]), body[int(declared) :]
     inputs, options = parse_request(header, binary)
-    result = await model.classify(inputs)
+    deadline = request_deadline(header, deadline, request)
+    result = await model.classify(inputs, deadline=deadline, disconnected=request.receive)
     return render(model, header, result.probabilities, options)
 
 
@@ -365,9 +384,10 @@ async def live() -> Liveness:
 
 @router.get("/health/ready", response_model=ServerReadiness, summary="Server readiness")
 async def ready(registry: RegistryDep) -> ServerReadiness:
-    """200 once the models are loaded; 503 before."""
-    if not len(registry):
-        raise NotReady("no models loaded; check MODELS_DIR")
+    """200 once the models are loaded (as `/readyz`); 503 before and while draining."""
+    reason = registry.not_ready_reason()
+    if reason:
+        raise NotReady(reason)
     return ServerReadiness(ready=True)
 
 
@@ -417,9 +437,11 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
 
 
 @router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY, response_model=None)
-async def model_infer(registry: RegistryDep, settings: SettingsDep, name: NamePath, request: Request) -> Response:
+async def model_infer(
+    registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
+) -> Response:
     """Classify a batch with the newest version: FP32 `images` or BYTES `image_bytes`, JSON or binary."""
-    return await infer(registry, settings, name, None, request)
+    return await infer(registry, settings, name, None, request, deadline)
 
 
 @router.post(
@@ -429,10 +451,15 @@ async def model_infer(registry: RegistryDep, settings: SettingsDep, name: NamePa
     response_model=None,
 )
 async def model_version_infer(
-    registry: RegistryDep, settings: SettingsDep, name: NamePath, version: VersionPath, request: Request
+    registry: RegistryDep,
+    settings: SettingsDep,
+    deadline: DeadlineDep,
+    name: NamePath,
+    version: VersionPath,
+    request: Request,
 ) -> Response:
     """Classify a batch with one version."""
-    return await infer(registry, settings, name, version, request)
+    return await infer(registry, settings, name, version, request, deadline)
 
 
 protocol_fallback(router)

@@ -35,6 +35,7 @@ REFUSED = {
     "zip": (_zip(), 415),
     "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n", 415),
     "bomb": (png_declaring(20_000, 20_000), 413),
+    "ico": (encode(Image.open(DATA / "7.png").convert("RGBA"), "ICO"), 415),
 }
 
 ACCEPTED = {
@@ -53,6 +54,7 @@ ACCEPTED = {
         Image.fromarray(255 - np.asarray(Image.open(DATA / "7.png"))).convert("P"), transparency=255
     ),
     "huge flat": encode(Image.new("L", (4000, 3000), 255)),
+    "16-bit giant": encode(Image.new("I;16", (6000, 4000), 30000)),
 }
 
 
