@@ -16,13 +16,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MODELS_DIR=/srv/models_store \
     UVICORN_HOST=0.0.0.0 \
     UVICORN_PORT=8000 \
-    UVICORN_WORKERS=1
+    UVICORN_WORKERS=1 \
+    UVICORN_LIMIT_CONCURRENCY=1024 \
+    UVICORN_TIMEOUT_KEEP_ALIVE=5 \
+    UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=30
 
 WORKDIR /srv
 
 # Exact versions of every runtime dependency, as resolved for the shipped models.
 COPY requirements.lock pyproject.toml README.md ./
 COPY app ./app
+COPY modelstore ./modelstore
 COPY training ./training
 # DL3013: the unpinned installs are this project itself (a local path) and its GPU extra.
 # hadolint ignore=DL3013
@@ -36,7 +40,8 @@ COPY models_store ./models_store
 USER 10001
 EXPOSE 8000
 
+# Readiness on the port the container was given (UVICORN_PORT), not a fixed one.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('UVICORN_PORT', '8000'), timeout=2)"]
 
 CMD ["uvicorn", "app.main:app"]

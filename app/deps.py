@@ -95,14 +95,14 @@ async def get_deadline(
     request: Request,
     settings: SettingsDep,
     x_request_timeout: Annotated[
-        float | None,
+        float,
         Header(
             ge=0.1,
             le=86400,
             description="seconds the client will wait; work still queued then is dropped (504). "
-            "Default and upper bound: REQUEST_TIMEOUT_SECONDS",
+            "REQUEST_TIMEOUT_SECONDS is the default and the upper bound",
         ),
-    ] = None,
+    ] = 86400.0,
 ) -> float:
     """The request's deadline (see `deadline_after`)."""
     return deadline_after(request, settings, x_request_timeout)

@@ -5,4 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/uvicorn app.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" "$@"
+# Connections past --limit-concurrency get 503 from uvicorn itself; idle keep-alive
+# connections close after 5 s; on SIGTERM the app drains (DRAIN_SECONDS, 20) and uvicorn
+# then gives what is left --timeout-graceful-shutdown seconds.
+exec .venv/bin/uvicorn app.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" \
+  --limit-concurrency "${LIMIT_CONCURRENCY:-1024}" --timeout-keep-alive 5 --timeout-graceful-shutdown 30 "$@"

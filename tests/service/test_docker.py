@@ -24,8 +24,18 @@ def test_dockerfile_essentials() -> None:
     text = DOCKERFILE.read_text()
     assert "FROM python:3.11-slim" in text
     assert "USER 10001" in text
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    healthcheck = text[text.index("HEALTHCHECK") :]
+    assert "/readyz" in healthcheck and "UVICORN_PORT" in healthcheck  # readiness, on the container's port
     assert "COPY models_store" in text
     assert 'CMD ["uvicorn", "app.main:app"]' in text
     assert "ARG EXTRAS" in text
     assert (PROJECT_ROOT / "requirements.lock").is_file()
+
+
+def test_dockerfile_copies_every_package_it_installs() -> None:
+    import tomllib
+
+    packages = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    text = DOCKERFILE.read_text()
+    for top in {package.split(".")[0] for package in packages}:
+        assert f"COPY {top} ./{top}" in text, top

@@ -1,0 +1,39 @@
+-- wrk script: cycle through prepared requests (path, content type, body file), count the
+-- answers by status; prints a STATUSES line and a JSON summary line.
+-- usage: wrk -t1 -c32 -d60s -s mixed.lua http://127.0.0.1:8000 -- manifest.tsv
+local requests = {}
+local counts = {}
+local index = 0
+
+function init(args)
+  for line in io.lines(args[1]) do
+    local path, content_type, body_file = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)")
+    local file = assert(io.open(body_file, "rb"))
+    local body = file:read("*all")
+    file:close()
+    requests[#requests + 1] = wrk.format("POST", path, {["Content-Type"] = content_type}, body)
+  end
+end
+
+function request()
+  index = index % #requests + 1
+  return requests[index]
+end
+
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+
+function done(summary, latency, requests_made)
+  local parts = {}
+  for status, count in pairs(counts) do
+    parts[#parts + 1] = string.format("\"%d\": %d", status, count)
+  end
+  io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    "JSON {\"requests\": %d, \"duration_us\": %d, \"socket_errors\": %d, \"non_2xx\": %d, "
+      .. "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f}\n",
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
+end

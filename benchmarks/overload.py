@@ -1,0 +1,134 @@
+"""Overload benchmark: load well past saturation is shed at once, the accepted requests
+stay fast, memory stays flat (issue 12).
+
+1. Saturation: wrk at `--concurrency` connections (the level where custom2's throughput
+   stops growing) measures the sustainable rate and its p99.
+2. Overload: wrk at `--factor` times as many connections, with `MAX_REQUESTS_IN_FLIGHT`
+   set to the saturation concurrency, while a probe client posts the same upload at a
+   steady rate and records each answer's status and latency. The probe's figures give the
+   p99 of accepted requests and how fast the shed ones get their 503; wrk gives the
+   totals. Resident memory is read before and after.
+
+    .venv/bin/python benchmarks/overload.py [--model custom2] [--duration 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.run import ROOT, Server, rss_bytes, run_wrk
+
+
+def probe(url: str, image: bytes, rate: float, stop: threading.Event) -> list[tuple[int, float]]:
+    """Post `image` `rate` times a second until `stop`; (status, seconds) of each answer."""
+    results: list[tuple[int, float]] = []
+    with httpx.Client(timeout=30) as client:
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            started = time.perf_counter()
+            response = client.post(url, files={"image": ("7.png", image, "image/png")})
+            results.append((response.status_code, time.perf_counter() - started))
+            next_at += 1 / rate
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    return results
+
+
+def statuses_of_wrk(url: str, image: Path, concurrency: int, duration: float) -> dict[str, Any]:
+    """wrk with a status-counting script; requests per status and totals."""
+    script = Path(__file__).resolve().parent / "statuses.lua"
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{round(duration)}s", "--timeout", "10s", "-s", str(script), url]
+    output = subprocess.run([*command, "--", str(image)], capture_output=True, text=True, check=True).stdout
+    summary = json.loads(next(line for line in output.splitlines() if line.startswith("JSON "))[5:])
+    summary["statuses"] = json.loads(next(line for line in output.splitlines() if line.startswith("STATUSES "))[9:])
+    summary["requests_per_second"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="custom2")
+    parser.add_argument("--concurrency", type=int, default=32, help="saturation level")
+    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--probe-rate", type=float, default=20.0, help="probe requests per second")
+    parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "7.png")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "overload.json")
+    args = parser.parse_args()
+
+    env = {"MAX_REQUESTS_IN_FLIGHT": str(args.concurrency), "LOG_LEVEL": "WARNING"}
+    server = Server("app.main:app", args.port, env=env)
+    server.start("/readyz")
+    url = f"{server.url}/predict?model={args.model}"
+    try:
+        run_wrk(url, args.image, args.concurrency, 2)  # warm-up
+        saturation = run_wrk(url, args.image, args.concurrency, args.duration)
+        rate, p99 = saturation["requests_per_second"], saturation["p99_ms"]
+        print(f"saturation c={args.concurrency}: {rate:.0f} req/s, p99 {p99:.1f} ms")
+        rss_before = rss_bytes(server.process.pid)  # type: ignore[union-attr]
+        stop = threading.Event()
+        probed: list[tuple[int, float]] = []
+        thread = threading.Thread(
+            target=lambda: probed.extend(probe(url, args.image.read_bytes(), args.probe_rate, stop))
+        )
+        thread.start()
+        overload = statuses_of_wrk(url, args.image, args.concurrency * args.factor, args.duration)
+        stop.set()
+        thread.join()
+        rss_after = rss_bytes(server.process.pid)  # type: ignore[union-attr]
+    finally:
+        server.stop()
+
+    accepted = [seconds for status, seconds in probed if status == 200]
+    shed = [seconds for status, seconds in probed if status == 503]
+    other = sorted({status for status, _ in probed} - {200, 503})
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "model": args.model,
+        "saturation": saturation,
+        "overload": overload,
+        "connections": args.concurrency * args.factor,
+        "probe": {
+            "accepted": len(accepted),
+            "shed": len(shed),
+            "other_statuses": other,
+            "accepted_p99_ms": float(np.percentile(accepted, 99) * 1000) if accepted else None,
+            "shed_p99_ms": float(np.percentile(shed, 99) * 1000) if shed else None,
+            "shed_max_ms": float(max(shed) * 1000) if shed else None,
+        },
+        "rss_mib_before": rss_before / 2**20,
+        "rss_mib_after": rss_after / 2**20,
+    }
+    statuses = overload["statuses"]
+    print(
+        f"overload c={args.concurrency * args.factor}: {overload['requests_per_second']:.0f} answers/s "
+        f"({statuses.get('200', 0)} x 200, {statuses.get('503', 0)} x 503, "
+        f"other {set(statuses) - {'200', '503'} or 'none'})"
+    )
+    probe_summary = result["probe"]
+    print(
+        f"probe: {len(accepted)} accepted, p99 {probe_summary['accepted_p99_ms']} ms "
+        f"(saturation p99 {saturation['p99_ms']:.1f} ms); {len(shed)} shed, 503 p99 {probe_summary['shed_p99_ms']} ms, "
+        f"max {probe_summary['shed_max_ms']} ms"
+    )
+    print(f"resident memory {result['rss_mib_before']:.0f} -> {result['rss_mib_after']:.0f} MiB")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

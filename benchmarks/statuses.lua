@@ -1,0 +1,34 @@
+-- wrk script: POST one image as multipart field "image", count the answers by status;
+-- prints a STATUSES line and the JSON summary line of multipart.lua.
+-- usage: wrk -t1 -c128 -d30s -s statuses.lua 'http://127.0.0.1:8000/predict?model=custom2' -- image.png
+local boundary = "----wrkbenchmarkboundary7MA4YWxkTrZu0gW"
+local counts = {}
+
+function init(args)
+  local file = assert(io.open(args[1], "rb"))
+  local data = file:read("*all")
+  file:close()
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+  wrk.body = "--" .. boundary .. "\r\n"
+    .. "Content-Disposition: form-data; name=\"image\"; filename=\"digit.png\"\r\n"
+    .. "Content-Type: image/png\r\n\r\n" .. data .. "\r\n--" .. boundary .. "--\r\n"
+end
+
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local parts = {}
+  for status, count in pairs(counts) do
+    parts[#parts + 1] = string.format("\"%d\": %d", status, count)
+  end
+  io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    "JSON {\"requests\": %d, \"duration_us\": %d, \"socket_errors\": %d, \"non_2xx\": %d, "
+      .. "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f}\n",
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
+end
