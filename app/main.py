@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from app import errors, middleware
+from app import errors, metrics, middleware
 from app.config import Settings
-from app.routers import health, models, predict, tf_serving, v2
+from app.routers import health, models, operations, predict, tf_serving, v2
 
 logger = logging.getLogger("app")
 
@@ -52,6 +52,9 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
         from app.inference.model import Admission, configure_tensorflow
 
         configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
+        import tensorflow as tf
+
+        metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings))
         admission = Admission(settings.max_requests_in_flight)
         await registry.start(anyio.CapacityLimiter(settings.preprocess_threads), admission)
@@ -123,12 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=make_lifespan(settings),
     )
     errors.install_error_handlers(app)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(tf_serving.router)
     app.include_router(v2.router)
     app.include_router(health.router)
+    app.include_router(operations.router)
     return app
 
 

@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# Several workers write their metrics to one folder, which /metrics adds up (prometheus-client's
+# multiprocess mode); it must be empty when they start.
+if [ "${WORKERS:-1}" -gt 1 ] && [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  PROMETHEUS_MULTIPROC_DIR="$(mktemp -d -t classifier-metrics.XXXXXX)"
+  export PROMETHEUS_MULTIPROC_DIR
+fi
 # Connections past --limit-concurrency get 503 from uvicorn itself; idle keep-alive
 # connections close after 5 s; on SIGTERM the app drains (DRAIN_SECONDS, 20) and uvicorn
 # then gives what is left --timeout-graceful-shutdown seconds.

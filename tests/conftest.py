@@ -127,15 +127,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(store: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real `uvicorn app.main:app` process on 127.0.0.1 over `store`, settings from `env`.
+def serve(store: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `uvicorn app.main:app` process on 127.0.0.1 over `store`, settings from `env`,
+    more uvicorn arguments in `args` (e.g. `"--workers", "2"`).
 
     Yields:
         (host:port, the process) once `/healthz` answers; the process is stopped on exit.
     """
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, "MODELS_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "2", **env},
         stdout=subprocess.DEVNULL,

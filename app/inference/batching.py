@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["DynamicBatcher"]
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+ObserveBatch = Callable[[int, float, list[float]], None]
+"""Called after each model call with (images, seconds of the call, seconds each input waited)."""
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -33,6 +35,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class _Pending:
     inputs: np.ndarray
     future: asyncio.Future[np.ndarray] = field(repr=False)
+    queued_at: float = 0.0
 
 
 class DynamicBatcher:
@@ -46,6 +49,8 @@ class DynamicBatcher:
         max_concurrent_batches: Batches run at the same time; with 2, the next batch is
             formed and started while the previous one still runs (pipelining).
         name: Used in log messages.
+        observe: Called after each model call with its size, duration and queue waits
+            (metrics); None for none.
 
     Use inside a running event loop: `await batcher.start()`, `await batcher.submit(x)`,
     `await batcher.stop()`. The batches are run by a single background task, so the
@@ -74,6 +79,7 @@ class DynamicBatcher:
         batch_timeout_ms: float = 2.0,
         max_concurrent_batches: int = 1,
         name: str = "model",
+        observe: ObserveBatch | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -82,6 +88,7 @@ class DynamicBatcher:
         self.batch_timeout = batch_timeout_ms / 1000.0
         self.max_concurrent_batches = max(1, max_concurrent_batches)
         self.name = name
+        self.observe = observe
         self.batches_run = 0
         self.on_the_way = 0
         self.waiting = 0
@@ -135,8 +142,9 @@ class DynamicBatcher:
         """
         if self._task is None:
             raise RuntimeError(f"batcher {self.name} is not started")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(inputs, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._pending.append(_Pending(inputs, future, loop.time()))
         self.waiting += 1
         self._peak_in_flight = max(self._peak_in_flight, self.waiting + self.on_the_way)
         if self._wakeup is not None:
@@ -210,10 +218,14 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         """Run one batch; if it fails, run its inputs one by one so only the bad one fails."""
+        loop = asyncio.get_running_loop()
         try:
             inputs = np.stack([pending.inputs for pending in batch])
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, inputs)
+            started = loop.time()
+            outputs = await loop.run_in_executor(self._executor, self.run_batch, inputs)
             self.batches_run += 1
+            if self.observe is not None:
+                self.observe(len(batch), loop.time() - started, [started - pending.queued_at for pending in batch])
         except Exception as error:
             if len(batch) == 1:
                 if not batch[0].future.done():

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from app import metrics
 from app.errors import DeadlineExceeded, ModelFailed, Overloaded, ServiceError
 from app.inference.batching import DynamicBatcher
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
@@ -227,6 +228,7 @@ class ServedModel:
                 batch_timeout_ms=batching.batch_timeout_ms,
                 max_concurrent_batches=batching.max_concurrent_batches,
                 name=f"{metadata.model_id}/{metadata.version}",
+                observe=model.observe_batch,
             )
         model.load_seconds = time.perf_counter() - started
         return model
@@ -291,6 +293,15 @@ class ServedModel:
         outputs = self.function(**{self.metadata.input_name: tf.constant(inputs, dtype=tf.float32)})
         return outputs[self.metadata.output_name].numpy()[:count]
 
+    def observe_batch(self, images: int, seconds: float, waits: list[float]) -> None:
+        """Record one model call in the metrics: its images, its duration, each input's queue wait."""
+        labels = (self.model_id, str(self.version))
+        metrics.BATCH_SIZE.labels(*labels).observe(images)
+        metrics.INFERENCE_DURATION.labels(*labels).observe(seconds)
+        wait = metrics.QUEUE_WAIT.labels(*labels)
+        for seconds_waited in waits:
+            wait.observe(seconds_waited)
+
     def warm_up(self) -> None:
         """Call the model once at every bucket size so no request pays a first-call cost."""
         for size in self.buckets:
@@ -324,7 +335,10 @@ class ServedModel:
         try:
             if self.batcher is not None:
                 return await self.batcher.submit(inputs)
-            return (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+            started = time.perf_counter()
+            row = (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+            self.observe_batch(1, time.perf_counter() - started, [0.0])
+            return row
         except (ServiceError, asyncio.CancelledError):
             raise
         except Exception as error:
@@ -378,12 +392,29 @@ class ServedModel:
             ModelFailed: The model call raised (500).
             ClientDisconnect: The client went away.
         """
+        try:
+            return await self._admit_and_classify(inputs, preprocessing, deadline, disconnected)
+        except ServiceError as error:
+            reason = {503: "overloaded", 504: "deadline_exceeded"}.get(error.status, "bad_input")
+            if error.status < 500 or reason != "bad_input":
+                metrics.REJECTED.labels(self.model_id, reason).inc()
+            raise
+
+    async def _admit_and_classify(
+        self,
+        inputs: Sequence[ModelInput],
+        preprocessing: str | None,
+        deadline: float | None,
+        disconnected: Callable[[], Awaitable[Any]] | None,
+    ) -> Classification:
         method = preprocessing or self.preprocessing
         items = expand(inputs, self.input_shape, self.limits)
         if self._queued() + len(items) > self.limits.max_queued_inputs:
             raise Overloaded(f"{self.model_id} has {self._queued()} inputs queued (MAX_QUEUED_INPUTS); retry shortly")
         admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
+        depth = metrics.QUEUE_DEPTH.labels(self.model_id, str(self.version))
         with admission:
+            depth.set(self._queued() + len(items))
             task = asyncio.current_task()
             gone = False
 
@@ -409,6 +440,7 @@ class ServedModel:
                     raise ClientDisconnect() from None
                 raise
             finally:
+                depth.set(self._queued())
                 if watcher is not None:
                     watcher.remove_done_callback(cancel_on_disconnect)
                     watcher.cancel()

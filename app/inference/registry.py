@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from app import metrics
 from app.errors import ModelNotFound
 from app.inference.model import Admission, ModelLoadError, ServedModel
 from modelstore import version_folders
@@ -79,6 +80,8 @@ class ModelRegistry:
                 failed.append(FailedVersion(dataset, arch, version, str(error)))
                 continue
             logger.info("loaded %s/%s v%d in %.2f s", dataset, arch, version, model.load_seconds)
+            metrics.MODEL_LOADED.labels(model.model_id, str(version)).set(1)
+            metrics.MODEL_LOAD_DURATION.labels(model.model_id, str(version)).set(model.load_seconds)
             models.append(model)
         return cls(models, failed, default_dataset=settings.default_dataset, required=settings.required_models)
 
