@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from app import errors, metrics, middleware
+from app import errors, logs, metrics, middleware
 from app.config import Settings
 from app.routers import health, models, operations, predict, tf_serving, v2
 
@@ -44,15 +44,14 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         """Configure TensorFlow, load and warm up every model in the store, start the pipelines."""
         settings = given or Settings()
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logger.setLevel(settings.log_level)
+        logs.configure_logging(settings.log_level, settings.log_format)
         started = time.perf_counter()
         from app.inference import ModelRegistry
         from app.inference.model import Admission, configure_tensorflow
 
-        configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
-        import tensorflow as tf
+        with logs.native_stderr_as_logs("tensorflow"):
+            configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
+            import tensorflow as tf
 
         metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings))

@@ -25,6 +25,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import logs
+
 __all__ = [
     "BATCH_SIZE",
     "BUILD_INFO",
@@ -119,7 +121,8 @@ def mark_process_dead(pid: int) -> None:
 
 
 class MetricsMiddleware:
-    """Count and time every HTTP request by route template, method and status.
+    """Count and time every HTTP request by route template, method and status, and write
+    its access line (`app.logs.access`).
 
     Pure ASGI, so it costs one wrapper per request. The route template comes from the
     router (`/v1/models/{name}:predict`, never the raw path, so label values stay few);
@@ -147,6 +150,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
             labels = (template, scope["method"], str(status))
             HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            HTTP_REQUEST_DURATION.labels(*labels).observe(seconds)
+            logs.access(scope["method"], template, status, seconds)

@@ -11,6 +11,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.logs import REQUEST
+
 __all__ = ["RequestIdMiddleware"]
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -19,7 +21,8 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 class RequestIdMiddleware:
     """Give every request an id (the client's `X-Request-ID` if well-formed, else a new
     one), store it in `scope["request_id"]` and return it in the `X-Request-ID` header;
-    store the event-loop time it arrived in `scope["arrived_at"]` (deadlines count from it)."""
+    store the event-loop time it arrived in `scope["arrived_at"]` (deadlines count from it),
+    and open the request's logging context (`app.logs.REQUEST`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,6 +40,7 @@ class RequestIdMiddleware:
         request_id = request_id or uuid.uuid4().hex
         scope["request_id"] = request_id
         scope["arrived_at"] = asyncio.get_running_loop().time()
+        REQUEST.set({"request_id": request_id})
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

@@ -14,5 +14,9 @@ fi
 # Connections past --limit-concurrency get 503 from uvicorn itself; idle keep-alive
 # connections close after 5 s; on SIGTERM the app drains (DRAIN_SECONDS, 20) and uvicorn
 # then gives what is left --timeout-graceful-shutdown seconds.
+# LOG_FORMAT=json: the server's own start-up lines are JSON too.
+if [ "${LOG_FORMAT:-text}" = "json" ]; then
+  set -- --log-config app/log_config.json "$@"
+fi
 exec .venv/bin/uvicorn app.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" \
-  --limit-concurrency "${LIMIT_CONCURRENCY:-1024}" --timeout-keep-alive 5 --timeout-graceful-shutdown 30 "$@"
+  --limit-concurrency "${LIMIT_CONCURRENCY:-1024}" --timeout-keep-alive 5 --timeout-graceful-shutdown 30 --no-access-log "$@"

@@ -127,20 +127,23 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(store: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve(
+    store: Path, *args: str, stderr: str | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real `uvicorn app.main:app` process on 127.0.0.1 over `store`, settings from `env`,
-    more uvicorn arguments in `args` (e.g. `"--workers", "2"`).
+    more uvicorn arguments in `args` (e.g. `"--workers", "2"`), its log written to the file `stderr`.
 
     Yields:
         (host:port, the process) once `/healthz` answers; the process is stopped on exit.
     """
     port = _free_port()
+    log = open(stderr, "wb") if stderr else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, "MODELS_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "2", **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     url = f"127.0.0.1:{port}"
     try:
@@ -161,6 +164,8 @@ def serve(store: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=60)
+        if stderr:
+            log.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from app import metrics
+from app import logs, metrics
 from app.errors import DeadlineExceeded, ModelFailed, Overloaded, ServiceError
 from app.inference.batching import DynamicBatcher
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
@@ -408,7 +408,9 @@ class ServedModel:
         disconnected: Callable[[], Awaitable[Any]] | None,
     ) -> Classification:
         method = preprocessing or self.preprocessing
+        logs.note(model=self.model_id, version=self.version)
         items = expand(inputs, self.input_shape, self.limits)
+        logs.note(images=len(items))
         if self._queued() + len(items) > self.limits.max_queued_inputs:
             raise Overloaded(f"{self.model_id} has {self._queued()} inputs queued (MAX_QUEUED_INPUTS); retry shortly")
         admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
