@@ -96,10 +96,32 @@ class Settings(BaseSettings):
         description="TensorFlow threads per op; one core is left to the event loop",
     )
     inter_op_threads: int = Field(2, ge=0)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, description="comma-separated keys for the prediction routes; empty: open"
+    )
+    api_keys_file: Path | None = Field(None, description="a file of more prediction keys, one per line")
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, description="comma-separated keys for /admin; empty: /admin closed"
+    )
+    docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed to call the API from a browser"
+    )
+    version_policy: str = Field(
+        "all",
+        pattern=r"^(all|latest:[1-9][0-9]*|specific:[0-9]+(,[0-9]+)*)$",
+        description="versions of a model that serve",
+    )
+    model_version_policy: dict[str, str] = Field(
+        default_factory=dict, description='per model, e.g. {"mnist/custom2": "latest:1"}'
+    )
+    model_poll_seconds: float = Field(
+        30.0, ge=0.0, description="how often the store is checked for new or removed versions (0: never)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line")
 
-    @field_validator("required_models", mode="before")
+    @field_validator("required_models", "api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -117,6 +139,22 @@ class Settings(BaseSettings):
         if not value.is_dir():
             raise ValueError(f"models_dir {value} is not a directory (set MODELS_DIR)")
         return value
+
+    def prediction_keys(self) -> list[str]:
+        """`API_KEYS` and the lines of `API_KEYS_FILE` (blank lines and `#` comments skipped).
+
+        Raises:
+            OSError: The key file cannot be read.
+        """
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return keys
+
+    def version_policy_for(self, model_id: str) -> str:
+        """The version policy of `dataset/arch`: its own entry, else `VERSION_POLICY`."""
+        return self.model_version_policy.get(model_id, self.version_policy)
 
     def batching_for(self, model_id: str) -> BatchingSettings:
         """The batching settings of `dataset/arch`: its own entry, else the global default."""

@@ -11,6 +11,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.config import Settings
 from app.errors import NotReady
@@ -19,10 +20,12 @@ from app.inference import ModelRegistry, ServedModel
 __all__ = [
     "MODEL_PATTERN",
     "NAME_PATTERN",
+    "VERSION_PATTERN",
     "DeadlineDep",
     "ModelDep",
     "RegistryDep",
     "SettingsDep",
+    "VersionQuery",
     "deadline_after",
     "get_deadline",
     "get_model",
@@ -30,6 +33,28 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+VERSION_PATTERN = r"^([0-9]{1,10}|[A-Za-z][A-Za-z0-9_\-]{0,31})$"
+"""A version number or a version label (`stable`, `canary`)."""
+
+
+class VersionRefConvertor(Convertor[str]):
+    """A path segment that is a version number or a version label."""
+
+    regex = r"[0-9]{1,10}|[A-Za-z][A-Za-z0-9_\-]{0,31}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("version_ref", VersionRefConvertor())
+
+VersionQuery = Annotated[
+    str | None,
+    Query(pattern=VERSION_PATTERN, description="version number or label (`stable`); default the newest"),
+]
 MODEL_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})?$"
 
 
@@ -70,7 +95,7 @@ async def get_model(
         str | None,
         Query(description="dataset of the model; default `DEFAULT_DATASET` (`mnist`)", pattern=NAME_PATTERN),
     ] = None,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="version; default the newest")] = None,
+    version: VersionQuery = None,
 ) -> ServedModel:
     """Resolve the `model`, `dataset` and `version` query parameters.
 

@@ -31,6 +31,7 @@ __all__ = [
     "DeadlineExceeded",
     "ErrorRenderer",
     "Failure",
+    "Forbidden",
     "ModelFailed",
     "ModelNotFound",
     "NotReady",
@@ -38,6 +39,7 @@ __all__ = [
     "PayloadTooLarge",
     "RequestTimeout",
     "ServiceError",
+    "Unauthorized",
     "UnsupportedImage",
     "ValidationFailed",
     "describe",
@@ -79,6 +81,19 @@ class BadRequest(ServiceError):
     """The request is malformed (bad JSON, bad base64, bad tensor)."""
 
     status, code = 400, "bad_request"
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one that is not known (`Authorization: Bearer <key>` or `X-API-Key`)."""
+
+    status, code = 401, "unauthorized"
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    """A known key without the right to this route (a prediction key on a management route)."""
+
+    status, code = 403, "forbidden"
 
 
 class ModelNotFound(ServiceError):

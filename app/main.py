@@ -14,15 +14,16 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import errors, logs, metrics, middleware
 from app.config import Settings
-from app.routers import health, models, operations, predict, tf_serving, v2
+from app.routers import admin, health, models, operations, predict, tf_serving, v2
+from app.security import KeyRing
 
 logger = logging.getLogger("app")
 
@@ -37,13 +38,12 @@ the `/v1` and `/v2` protocols answer `{"error": "<message>"}` as their servers d
 """
 
 
-def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
-    """The lifespan of an app with these settings (None: read them from the environment at start-up)."""
+def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """The lifespan of an app with these settings."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         """Configure TensorFlow, load and warm up every model in the store, start the pipelines."""
-        settings = given or Settings()
         logs.configure_logging(settings.log_level, settings.log_format)
         started = time.perf_counter()
         from app.inference import ModelRegistry
@@ -54,9 +54,17 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
             import tensorflow as tf
 
         metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
-        registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings))
+        registry = ModelRegistry(settings)
+        keys = KeyRing(settings.prediction_keys(), settings.admin_api_keys)
+        if keys.enabled:
+            logger.info("access control on: %d prediction keys", len(settings.prediction_keys()))
         admission = Admission(settings.max_requests_in_flight)
         await registry.start(anyio.CapacityLimiter(settings.preprocess_threads), admission)
+        poller = (
+            asyncio.create_task(poll_store(registry, settings.model_poll_seconds))
+            if settings.model_poll_seconds
+            else None
+        )
         drain_on_sigterm(admission, settings.drain_seconds)
         # The loaded graphs are about half a million Python objects that live as long as
         # the process; a full collection walks them all, a stall that showed as the p99
@@ -71,12 +79,29 @@ def make_lifespan(given: Settings | None) -> Callable[[FastAPI], AbstractAsyncCo
             time.perf_counter() - started,
         )
         try:
-            yield {"registry": registry, "settings": settings}
+            yield {"registry": registry, "settings": settings, "keys": keys}
         finally:
+            if poller is not None:
+                poller.cancel()
             gc.unfreeze()
             await registry.stop(drain_seconds=settings.drain_seconds)
 
     return lifespan
+
+
+async def poll_store(registry: Any, seconds: float) -> None:
+    """Every `seconds`, bring the loaded versions in step with the store (`ModelRegistry.refresh`)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            report = await registry.refresh()
+        except Exception:  # a bad pass must not end the polling
+            logger.exception("polling the model store failed")
+            continue
+        if report.loaded or report.unloaded or report.failed:
+            logger.info(
+                "store changed: loaded %s, unloaded %s, failed %s", report.loaded, report.unloaded, report.failed
+            )
 
 
 def drain_on_sigterm(admission: Any, drain_seconds: float) -> None:
@@ -115,15 +140,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Assemble the application; no model is loaded until the lifespan runs.
 
     Args:
-        settings: The settings to serve with; None reads them from the environment when
-            the server starts.
+        settings: The settings to serve with; None reads them from the environment.
     """
+    settings = settings or Settings()
+    docs = settings.docs_enabled
     app = FastAPI(
         title="Image classifier service",
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=make_lifespan(settings),
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "X-Request-Timeout", "Content-Type"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     errors.install_error_handlers(app)
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(middleware.RequestIdMiddleware)
@@ -133,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(operations.router)
+    app.include_router(admin.router)
     return app
 
 

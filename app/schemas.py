@@ -142,6 +142,7 @@ class ModelSummary(BaseModel):
     epochs_run: int | None = None
     training_seconds: float | None = None
     reports: list[str] = Field(default_factory=list, description="URLs of the training report images")
+    labels: dict[str, int] = Field(default_factory=dict, description='version labels, e.g. {"stable": 1}')
 
 
 class ModelList(BaseModel):

@@ -162,6 +162,8 @@ class ServedModel:
         limiter: The worker pool's capacity for decoding and preprocessing (set by `start`).
         admission: The bound on requests in flight shared by every model (set by `start`).
         load_seconds: Time to load and warm up, seconds.
+        in_flight: Requests of this version between admission and answer (an unloaded
+            version is stopped once it is 0).
     """
 
     metadata: ModelMetadata
@@ -174,6 +176,7 @@ class ServedModel:
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
     admission: Admission | None = field(default=None, repr=False)
     load_seconds: float = 0.0
+    in_flight: int = 0
 
     @classmethod
     def load(cls, folder: Path, *, batching: BatchingSettings, limits: InputLimits, warm_up: bool) -> ServedModel:
@@ -416,6 +419,7 @@ class ServedModel:
         admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
         depth = metrics.QUEUE_DEPTH.labels(self.model_id, str(self.version))
         with admission:
+            self.in_flight += 1
             depth.set(self._queued() + len(items))
             task = asyncio.current_task()
             gone = False
@@ -442,6 +446,7 @@ class ServedModel:
                     raise ClientDisconnect() from None
                 raise
             finally:
+                self.in_flight -= 1
                 depth.set(self._queued())
                 if watcher is not None:
                     watcher.remove_done_callback(cancel_on_disconnect)

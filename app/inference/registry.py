@@ -1,10 +1,22 @@
-"""The registry: finds the loaded model a request names. It only finds; `ServedModel` serves."""
+"""The registry: finds the loaded model a request names, and keeps the loaded versions in
+step with the store while the service runs. It only finds and swaps; `ServedModel` serves.
+
+As TensorFlow Serving does with its model base path, the store is polled
+(`MODEL_POLL_SECONDS`): a new version folder is loaded and warmed up in a worker thread,
+then takes traffic at once (one dictionary assignment on the event loop, so a request sees
+either the old set of versions or the new one); a removed version stops taking new
+requests, finishes those it has, and is unloaded; a version that fails to load is shown as
+failed and never replaces one that serves. Which versions of a model serve is its version
+policy; version labels (`stable`, `canary`) come from `labels.json` in the model's folder.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +32,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FailedVersion", "ModelRegistry"]
+__all__ = ["FailedVersion", "ModelRegistry", "RefreshReport", "VersionKey", "select_versions"]
+
+LABELS_FILE = "labels.json"
+"""`<store>/<dataset>/<arch>/labels.json`: `{"stable": 1, "canary": 2}`, version labels of a model."""
+
+VersionKey = tuple[str, str, int]
+"""(dataset, arch, version)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,57 +51,187 @@ class FailedVersion:
     reason: str
 
 
-class ModelRegistry:
-    """Every loaded model version by dataset, architecture and version, and the refused ones.
+@dataclass(slots=True)
+class RefreshReport:
+    """What one pass over the store changed."""
+
+    loaded: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def select_versions(versions: list[int], policy: str) -> list[int]:
+    """The versions a policy serves, as TF Serving's model version policy.
 
     Args:
-        models: The loaded versions.
-        failed: The versions that could not be loaded.
-        default_dataset: Dataset of a bare architecture name.
-        required: `dataset/arch` models without which the service is not ready.
+        versions: The model's versions in the store.
+        policy: `all`, `latest:N` (the N highest) or `specific:1,3`.
+
+    Raises:
+        ValueError: Not a policy.
+    """
+    kind, _, argument = policy.partition(":")
+    if kind == "all" and not argument:
+        return sorted(versions)
+    if kind == "latest" and argument.isdigit() and int(argument) >= 1:
+        return sorted(versions)[-int(argument) :]
+    if kind == "specific" and argument:
+        wanted = {int(item) for item in argument.split(",") if item.strip().isdigit()}
+        return sorted(set(versions) & wanted)
+    raise ValueError(f"version policy {policy!r} is not all, latest:N or specific:V1,V2")
+
+
+class ModelRegistry:
+    """Every loaded model version by dataset, architecture and version; the refused ones;
+    the version labels.
+
+    Args:
+        settings: Where the store is, how to load and batch each model, which versions serve.
     """
 
-    def __init__(
-        self,
-        models: list[ServedModel],
-        failed: list[FailedVersion] | None = None,
-        *,
-        default_dataset: str = "mnist",
-        required: list[str] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.default_dataset = settings.default_dataset
+        self.required = list(settings.required_models)
         self._models: dict[tuple[str, str], dict[int, ServedModel]] = {}
-        for model in models:
-            self._models.setdefault((model.dataset, model.arch), {})[model.version] = model
-        self.failed = list(failed or [])
-        self.default_dataset = default_dataset
-        self.required = list(required or [])
+        self._failed: dict[VersionKey, tuple[float, FailedVersion]] = {}
+        self._labels: dict[tuple[str, str], dict[str, int]] = {}
+        self._disabled: set[VersionKey] = set()
+        self._lock = asyncio.Lock()
+        self._draining: set[asyncio.Task[None]] = set()
         self.admission: Admission | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
 
-    @classmethod
-    def load(cls, settings: Settings) -> ModelRegistry:
-        """Load every version folder of `settings.models_dir`; blocking.
+    @property
+    def failed(self) -> list[FailedVersion]:
+        """The versions refused at load, in order."""
+        return [failure for _, (_, failure) in sorted(self._failed.items())]
 
-        A version that fails to load is logged in one line and listed in `failed`; the
-        others still serve.
-        """
-        models, failed = [], []
-        for dataset, arch, version, folder in version_folders(settings.models_dir):
+    async def start(self, limiter: anyio.CapacityLimiter, admission: Admission) -> RefreshReport:
+        """Load the store, every model sharing one worker pool and one bound on requests in flight."""
+        self.limiter, self.admission = limiter, admission
+        return await self.refresh()
+
+    async def stop(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop every model's pipeline, answering what is queued first (at most `drain_seconds`)."""
+        for model in list(self):
+            await model.stop(drain_seconds=drain_seconds)
+        for task in list(self._draining):
+            task.cancel()
+
+    def _wanted(self) -> dict[VersionKey, Path]:
+        """The version folders that should serve: in the store, allowed by the policy, not unloaded."""
+        by_model: dict[tuple[str, str], dict[int, Path]] = {}
+        for dataset, arch, version, folder in version_folders(self.settings.models_dir):
+            by_model.setdefault((dataset, arch), {})[version] = folder
+        wanted = {}
+        for (dataset, arch), folders in by_model.items():
+            policy = self.settings.version_policy_for(f"{dataset}/{arch}")
+            for version in select_versions(list(folders), policy):
+                if (dataset, arch, version) not in self._disabled:
+                    wanted[(dataset, arch, version)] = folders[version]
+        return wanted
+
+    def _read_labels(self) -> None:
+        labels: dict[tuple[str, str], dict[str, int]] = {}
+        for path in self.settings.models_dir.glob(f"*/*/{LABELS_FILE}"):
             try:
-                model = ServedModel.load(
+                raw = json.loads(path.read_text())
+                if not isinstance(raw, dict):
+                    raise ValueError("not an object")
+                labels[(path.parent.parent.name, path.parent.name)] = {str(k): int(v) for k, v in raw.items()}
+            except (OSError, ValueError, TypeError) as error:
+                logger.error("ignored %s: %s", path.relative_to(self.settings.models_dir), error)
+        self._labels = labels
+
+    async def refresh(self) -> RefreshReport:
+        """Bring the loaded versions in step with the store and re-read the labels.
+
+        New versions are loaded and warmed up off the event loop before they take traffic;
+        removed ones are unloaded once their requests are answered. A version that failed
+        is tried again only when its `metadata.json` changes.
+        """
+        report = RefreshReport()
+        async with self._lock:
+            wanted = await anyio.to_thread.run_sync(self._wanted)
+            loaded = {(model.dataset, model.arch, model.version) for model in self}
+            for key in sorted(set(wanted) - loaded):
+                folder = wanted[key]
+                stamp = _stamp(folder)
+                if key in self._failed and self._failed[key][0] == stamp:
+                    continue
+                model = await self._load(key, folder, stamp, report)
+                if model is not None:
+                    await model.start(self.limiter, self.admission)  # type: ignore[arg-type]
+                    versions = dict(self._models.get(key[:2], {}))
+                    versions[key[2]] = model
+                    self._models[key[:2]] = versions  # the swap: one assignment
+                    report.loaded.append(_name(key))
+            for key in sorted(loaded - set(wanted)):
+                self._unload(key)
+                report.unloaded.append(_name(key))
+            for key in list(self._failed):
+                if key not in wanted:
+                    del self._failed[key]
+            await anyio.to_thread.run_sync(self._read_labels)
+        return report
+
+    async def _load(self, key: VersionKey, folder: Path, stamp: float, report: RefreshReport) -> ServedModel | None:
+        settings = self.settings
+        model_id = f"{key[0]}/{key[1]}"
+        try:
+            model = await anyio.to_thread.run_sync(
+                lambda: ServedModel.load(
                     folder,
-                    batching=settings.batching_for(f"{dataset}/{arch}"),
+                    batching=settings.batching_for(model_id),
                     limits=settings.input_limits,
                     warm_up=settings.warmup,
                 )
-            except ModelLoadError as error:
-                logger.error("refused %s/%s v%d (%s): %s", dataset, arch, version, _relative(folder, settings), error)
-                failed.append(FailedVersion(dataset, arch, version, str(error)))
-                continue
-            logger.info("loaded %s/%s v%d in %.2f s", dataset, arch, version, model.load_seconds)
-            metrics.MODEL_LOADED.labels(model.model_id, str(version)).set(1)
-            metrics.MODEL_LOAD_DURATION.labels(model.model_id, str(version)).set(model.load_seconds)
-            models.append(model)
-        return cls(models, failed, default_dataset=settings.default_dataset, required=settings.required_models)
+            )
+        except ModelLoadError as error:
+            logger.error("refused %s v%d (%s): %s", model_id, key[2], _relative(folder, settings), error)
+            self._failed[key] = (stamp, FailedVersion(*key, str(error)))
+            report.failed.append(_name(key))
+            return None
+        self._failed.pop(key, None)
+        logger.info("loaded %s v%d in %.2f s", model_id, key[2], model.load_seconds)
+        metrics.MODEL_LOADED.labels(model_id, str(key[2])).set(1)
+        metrics.MODEL_LOAD_DURATION.labels(model_id, str(key[2])).set(model.load_seconds)
+        return model
+
+    def _unload(self, key: VersionKey) -> None:
+        """Take a version out of service now; stop it once its requests are answered."""
+        versions = dict(self._models.get(key[:2], {}))
+        model = versions.pop(key[2])
+        if versions:
+            self._models[key[:2]] = versions
+        else:
+            del self._models[key[:2]]
+        metrics.MODEL_LOADED.labels(model.model_id, str(model.version)).set(0)
+        task = asyncio.get_running_loop().create_task(self._drain(model))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, model: ServedModel) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_seconds
+        while model.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await model.stop(drain_seconds=max(0.0, deadline - loop.time()))
+        logger.info("unloaded %s v%d", model.model_id, model.version)
+
+    async def set_enabled(self, dataset: str, arch: str, version: int, *, enabled: bool) -> RefreshReport:
+        """Unload a version that is in the store (until it is loaded again), or load it back.
+
+        Raises:
+            ModelNotFound: The store has no such version (404).
+        """
+        key = (dataset, arch, version)
+        folders = {(d, a, v) for d, a, v, _ in version_folders(self.settings.models_dir)}
+        if key not in folders:
+            raise ModelNotFound(f"the store has no {dataset}/{arch} v{version}")
+        (self._disabled.discard if enabled else self._disabled.add)(key)
+        return await self.refresh()
 
     def not_ready_reason(self) -> str | None:
         """Why the service should not take traffic (draining, no model, a required model
@@ -97,20 +245,9 @@ class ModelRegistry:
             return f"required models not loaded: {', '.join(missing)} (REQUIRED_MODELS)"
         return None
 
-    async def start(self, limiter: anyio.CapacityLimiter, admission: Admission) -> None:
-        """Start every model's pipeline, all sharing one worker pool and one bound on requests in flight."""
-        self.admission = admission
-        for model in self:
-            await model.start(limiter, admission)
-
-    async def stop(self, *, drain_seconds: float = 0.0) -> None:
-        """Stop every model's pipeline, answering what is queued first (at most `drain_seconds`)."""
-        for model in self:
-            await model.stop(drain_seconds=drain_seconds)
-
     def __iter__(self) -> Iterator[ServedModel]:
         """Every loaded version of every model."""
-        for versions in self._models.values():
+        for versions in list(self._models.values()):
             yield from versions.values()
 
     def __len__(self) -> int:
@@ -119,6 +256,13 @@ class ModelRegistry:
     def newest(self) -> list[ServedModel]:
         """The newest version of every model, sorted by dataset and architecture."""
         return [versions[max(versions)] for _, versions in sorted(self._models.items())]
+
+    def labels(self, dataset: str, arch: str) -> dict[str, int]:
+        """The version labels of `dataset/arch` that point at loaded versions."""
+        versions = self._models.get((dataset, arch), {})
+        return {
+            label: version for label, version in self._labels.get((dataset, arch), {}).items() if version in versions
+        }
 
     def versions(self, dataset: str, arch: str) -> dict[int, ServedModel]:
         """Every loaded version of `dataset/arch`.
@@ -132,16 +276,16 @@ class ModelRegistry:
             raise ModelNotFound(f"no model {dataset}/{arch}; loaded models: {known}")
         return versions
 
-    def get(self, model: str, *, dataset: str | None = None, version: int | None = None) -> ServedModel:
+    def get(self, model: str, *, dataset: str | None = None, version: int | str | None = None) -> ServedModel:
         """Resolve a model reference.
 
         Args:
             model: `arch` or `dataset/arch`.
             dataset: Dataset when `model` is a bare architecture; default `default_dataset`.
-            version: Version number; default the newest.
+            version: Version number, a version label (`stable`), or None for the newest.
 
         Raises:
-            ModelNotFound: Unknown model, or unknown version of it (404).
+            ModelNotFound: Unknown model, version or label (404).
         """
         if "/" in model:
             prefix, _, arch = model.partition("/")
@@ -154,12 +298,30 @@ class ModelRegistry:
         versions = self.versions(dataset, arch)
         if version is None:
             return versions[max(versions)]
+        if isinstance(version, str) and not version.isdigit():
+            labels = self.labels(dataset, arch)
+            if version not in labels:
+                raise ModelNotFound(
+                    f"model {dataset}/{arch} has no version label {version!r}; labels: {sorted(labels)}"
+                )
+            version = labels[version]
         try:
-            return versions[version]
+            return versions[int(version)]
         except KeyError:
             raise ModelNotFound(
                 f"model {dataset}/{arch} has no version {version}; versions: {sorted(versions)}"
             ) from None
+
+
+def _stamp(folder: Path) -> float:
+    try:
+        return (folder / "metadata.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _name(key: VersionKey) -> str:
+    return f"{key[0]}/{key[1]} v{key[2]}"
 
 
 def _relative(folder: Path, settings: Settings) -> str:

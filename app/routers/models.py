@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
-from app.deps import NAME_PATTERN, RegistryDep
+from app.deps import NAME_PATTERN, RegistryDep, VersionQuery
 from app.errors import ModelNotFound
 from app.inference import FailedVersion, ServedModel
 from app.routers.predict import ERROR_RESPONSES
@@ -37,7 +37,7 @@ def failed_models(failed: list[FailedVersion]) -> list[FailedModel]:
     ]
 
 
-def summarize(model: ServedModel, versions: list[int]) -> ModelSummary:
+def summarize(model: ServedModel, versions: list[int], labels: dict[str, int]) -> ModelSummary:
     """The `/models` entry of a model."""
     metadata = model.metadata
     metrics = {
@@ -58,13 +58,19 @@ def summarize(model: ServedModel, versions: list[int]) -> ModelSummary:
         epochs_run=metadata.epochs_run,
         training_seconds=metadata.training_seconds,
         reports=report_urls(model),
+        labels=labels,
     )
 
 
 @router.get("", response_model=ModelList, summary="List models")
 def list_models(registry: RegistryDep) -> ModelList:
     """Every loaded model (newest version) with its accuracies, by dataset then test accuracy; refused versions."""
-    summaries = [summarize(model, sorted(registry.versions(model.dataset, model.arch))) for model in registry.newest()]
+    summaries = [
+        summarize(
+            model, sorted(registry.versions(model.dataset, model.arch)), registry.labels(model.dataset, model.arch)
+        )
+        for model in registry.newest()
+    ]
     summaries.sort(key=lambda item: (item.dataset, -(item.test_accuracy or 0.0)))
     return ModelList(models=summaries, failed=failed_models(registry.failed))
 
@@ -74,7 +80,7 @@ def get_model_detail(
     registry: RegistryDep,
     dataset: DatasetPath,
     arch: ArchPath,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    version: VersionQuery = None,
 ) -> ModelDetail:
     """One model's metadata: recipe, metrics, confusion matrix, per-class precision and recall (no local paths)."""
     model = registry.get(arch, dataset=dataset, version=version)
@@ -100,7 +106,7 @@ def get_report(
     dataset: DatasetPath,
     arch: ArchPath,
     name: ReportName,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    version: VersionQuery = None,
 ) -> FileResponse:
     """A training report image: `history`, `confusion_matrix` or `errors`."""
     model = registry.get(arch, dataset=dataset, version=version)

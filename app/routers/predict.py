@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.deps import DeadlineDep, ModelDep, SettingsDep
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, read_form, read_json
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
+from app.security import require_api_key
 
 router = APIRouter(tags=["predict"])
 
@@ -164,6 +165,7 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
 
 @router.post(
     "/predict",
+    dependencies=[Depends(require_api_key)],
     response_model=PredictResponse | BatchPredictResponse,
     response_model_exclude_none=True,
     responses=ERROR_RESPONSES,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -20,6 +20,7 @@ from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, ModelNotFound, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
+from app.security import require_api_key
 from modelstore import SIGNATURE_NAME
 
 
@@ -69,8 +70,8 @@ NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnis
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def resolve(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
-    """The model `<dataset>-<arch>` at `version` (default newest).
+def resolve(registry: ModelRegistry, name: str, version: int | str | None) -> ServedModel:
+    """The model `<dataset>-<arch>` at `version`, a number or a label (default newest).
 
     Raises:
         ModelNotFound: No such model or version (404).
@@ -153,7 +154,7 @@ PREDICT_BODY = {
 
 
 async def run_predict(
-    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request, deadline: float
+    registry: ModelRegistry, settings: Any, name: str, version: int | str | None, request: Request, deadline: float
 ) -> dict[str, Any]:
     """Resolve the model, parse the body, classify, render TF Serving's answer."""
     model = resolve(registry, name, version)
@@ -163,7 +164,12 @@ async def run_predict(
     return {"outputs": predictions} if columnar else {"predictions": predictions}
 
 
-@router.post("/{name:model_name}:predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY)
+@router.post(
+    "/{name:model_name}:predict",
+    dependencies=[Depends(require_api_key)],
+    summary="Predict (TF Serving)",
+    openapi_extra=PREDICT_BODY,
+)
 async def predict(
     registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
 ) -> dict[str, Any]:
@@ -173,6 +179,7 @@ async def predict(
 
 @router.post(
     "/{name:model_name}/versions/{version:int}:predict",
+    dependencies=[Depends(require_api_key)],
     summary="Predict on a version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
@@ -186,6 +193,24 @@ async def predict_version(
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
     return await run_predict(registry, settings, name, version, request, deadline)
+
+
+@router.post(
+    "/{name:model_name}/labels/{label:version_ref}:predict",
+    dependencies=[Depends(require_api_key)],
+    summary="Predict on a labelled version (TF Serving)",
+    openapi_extra=PREDICT_BODY,
+)
+async def predict_label(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    deadline: DeadlineDep,
+    name: NamePath,
+    label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
+    request: Request,
+) -> dict[str, Any]:
+    """TF Serving predict on the version a label (`stable`, `canary`) points at."""
+    return await run_predict(registry, settings, name, label, request, deadline)
 
 
 def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:

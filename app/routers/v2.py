@@ -25,7 +25,7 @@ import struct
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,7 @@ from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, NotReady, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
+from app.security import require_api_key
 
 FP32_INPUT = "images"
 BYTES_INPUT = "image_bytes"
@@ -69,7 +70,7 @@ router = APIRouter(
 )
 
 NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
-VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="integer version", examples=[1])]
+VersionPath = Annotated[str, Path(description="version number or label (`stable`)", examples=["1"])]
 
 
 class ServerMetadata(BaseModel):
@@ -117,7 +118,7 @@ class ModelMetadataResponse(BaseModel):
     outputs: list[TensorMetadata]
 
 
-def resolve(registry: ModelRegistry, name: str, version: int | None) -> ServedModel:
+def resolve(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
     """The model `<dataset>-<arch>` at `version` (default newest).
 
     Raises:
@@ -351,7 +352,7 @@ def request_deadline(header: dict[str, Any], deadline: float, request: Request) 
 
 
 async def infer(
-    registry: ModelRegistry, settings: Any, name: str, version: int | None, request: Request, deadline: float
+    registry: ModelRegistry, settings: Any, name: str, version: str | None, request: Request, deadline: float
 ) -> Response:
     """Resolve the model, parse the request (JSON or binary), classify, render."""
     model = resolve(registry, name, version)
@@ -391,9 +392,11 @@ async def ready(registry: RegistryDep) -> ServerReadiness:
     return ServerReadiness(ready=True)
 
 
-def _metadata(registry: ModelRegistry, name: str, version: int | None) -> ModelMetadataResponse:
+def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadataResponse:
     model = resolve(registry, name, version)
-    versions = [str(version)] if version else [str(v) for v in sorted(registry.versions(model.dataset, model.arch))]
+    versions = (
+        [str(model.version)] if version else [str(v) for v in sorted(registry.versions(model.dataset, model.arch))]
+    )
     return ModelMetadataResponse(
         name=name,
         versions=versions,
@@ -413,7 +416,9 @@ async def model_metadata(registry: RegistryDep, name: NamePath) -> ModelMetadata
 
 
 @router.get(
-    "/models/{name}/versions/{version:int}", response_model=ModelMetadataResponse, summary="Model version metadata"
+    "/models/{name}/versions/{version:version_ref}",
+    response_model=ModelMetadataResponse,
+    summary="Model version metadata",
 )
 async def model_version_metadata(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelMetadataResponse:
     """Inputs, outputs, datatypes, shapes and platform of one version."""
@@ -428,7 +433,9 @@ async def model_ready(registry: RegistryDep, name: NamePath) -> ModelReadiness:
 
 
 @router.get(
-    "/models/{name}/versions/{version:int}/ready", response_model=ModelReadiness, summary="Model version readiness"
+    "/models/{name}/versions/{version:version_ref}/ready",
+    response_model=ModelReadiness,
+    summary="Model version readiness",
 )
 async def model_version_ready(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelReadiness:
     """200 when the version is loaded and serving."""
@@ -436,7 +443,13 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
     return ModelReadiness(name=name, ready=True)
 
 
-@router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY, response_model=None)
+@router.post(
+    "/models/{name}/infer",
+    dependencies=[Depends(require_api_key)],
+    summary="Inference",
+    openapi_extra=INFER_BODY,
+    response_model=None,
+)
 async def model_infer(
     registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
 ) -> Response:
@@ -445,7 +458,8 @@ async def model_infer(
 
 
 @router.post(
-    "/models/{name}/versions/{version:int}/infer",
+    "/models/{name}/versions/{version:version_ref}/infer",
+    dependencies=[Depends(require_api_key)],
     summary="Inference on a version",
     openapi_extra=INFER_BODY,
     response_model=None,

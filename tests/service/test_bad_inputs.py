@@ -96,7 +96,8 @@ def test_oversized_chunked_upload_is_refused_while_streaming(client: TestClient)
 @pytest.mark.parametrize(
     ("query", "status"),
     [
-        ("model=tiny&version=abc", 422),
+        ("model=tiny&version=abc", 404),  # a version label that does not exist
+        ("model=tiny&version=a%20b", 422),
         ("model=tiny&version=-1", 422),
         ("model=tiny&version=7", 404),
         ("model=tiny&top_k=0", 422),
