@@ -24,14 +24,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
-# Exact versions of every runtime dependency, as resolved for the shipped models.
+# Exact versions and hashes of every runtime dependency (pip-tools), then the project alone.
 COPY requirements.lock pyproject.toml README.md ./
 COPY app ./app
 COPY modelstore ./modelstore
 COPY training ./training
 # DL3013: the unpinned installs are this project itself (a local path) and its GPU extra.
 # hadolint ignore=DL3013
-RUN pip install --requirement requirements.lock \
+RUN pip install --require-hashes --requirement requirements.lock \
     && pip install --no-deps . \
     && if [ -n "${EXTRAS}" ]; then pip install ".[${EXTRAS}]"; fi \
     && useradd --create-home --uid 10001 app
