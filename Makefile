@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README uses (make is optional; the scripts need only bash).
-.PHONY: setup serve test lint benchmark
+.PHONY: setup serve test lint benchmark container-test
 
 setup:
 	bash scripts/setup.sh
@@ -11,7 +11,10 @@ test:
 	bash scripts/test.sh
 
 lint:
-	bash scripts/setup.sh && .venv/bin/ruff check app training tests && .venv/bin/ruff format --check app training tests
+	bash scripts/setup.sh && .venv/bin/ruff check app modelstore training tests benchmarks tools && .venv/bin/ruff format --check app modelstore training tests benchmarks tools
 
 benchmark:
 	bash scripts/setup.sh && .venv/bin/python benchmarks/run.py
+
+container-test:
+	bash scripts/container-test.sh

@@ -94,6 +94,8 @@ def configure_logging(level: str, log_format: str) -> None:
 def access(method: str, route: str, status: int, seconds: float) -> None:
     """Write the request's access line: method, route template, model, version, status,
     latency (ms) and images; never the upload's content."""
+    if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
+        return
     context = REQUEST.get() or {}
     fields = {
         "method": method,
@@ -104,18 +106,17 @@ def access(method: str, route: str, status: int, seconds: float) -> None:
         "version": context.get("version"),
         "images": context.get("images"),
     }
-    if ACCESS_LOGGER.isEnabledFor(logging.INFO):
-        ACCESS_LOGGER.info(
-            "%s %s %d %.1f ms model=%s v%s images=%s",
-            method,
-            route,
-            status,
-            seconds * 1000,
-            fields["model"],
-            fields["version"],
-            fields["images"],
-            extra={"access": fields},
-        )
+    ACCESS_LOGGER.info(
+        "%s %s %d %.1f ms model=%s v%s images=%s",
+        method,
+        route,
+        status,
+        seconds * 1000,
+        fields["model"],
+        fields["version"],
+        fields["images"],
+        extra={"access": fields},
+    )
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -131,6 +132,17 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # (route, method, status) -> its counter and histogram: `labels()` takes a lock and
+        # builds a key on every call; the set of label values is small and fixed.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def _observe(self, labels: tuple[str, str, str], seconds: float) -> None:
+        children = self._children.get(labels)
+        if children is None:
+            children = (HTTP_REQUESTS.labels(*labels), HTTP_REQUEST_DURATION.labels(*labels))
+            self._children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,7 +163,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             seconds = time.perf_counter() - started
-            labels = (template, scope["method"], str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_REQUEST_DURATION.labels(*labels).observe(seconds)
+            self._observe((template, scope["method"], str(status)), seconds)
             logs.access(scope["method"], template, status, seconds)

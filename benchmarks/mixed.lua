@@ -2,10 +2,17 @@
 -- answers by status; prints a STATUSES line and a JSON summary line.
 -- usage: wrk -t1 -c32 -d60s -s mixed.lua http://127.0.0.1:8000 -- manifest.tsv
 local requests = {}
-local counts = {}
+-- response() runs in each thread's own Lua state and done() in the main one: the counts
+-- are read back from every thread with thread:get.
+local threads = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
 local index = 0
 
 function init(args)
+  counts = {}
   for line in io.lines(args[1]) do
     local path, content_type, body_file = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)")
     local file = assert(io.open(body_file, "rb"))
@@ -25,8 +32,14 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests_made)
+  local totals = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("counts")) do
+      totals[status] = (totals[status] or 0) + count
+    end
+  end
   local parts = {}
-  for status, count in pairs(counts) do
+  for status, count in pairs(totals) do
     parts[#parts + 1] = string.format("\"%d\": %d", status, count)
   end
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")

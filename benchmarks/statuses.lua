@@ -2,9 +2,16 @@
 -- prints a STATUSES line and the JSON summary line of multipart.lua.
 -- usage: wrk -t1 -c128 -d30s -s statuses.lua 'http://127.0.0.1:8000/predict?model=custom2' -- image.png
 local boundary = "----wrkbenchmarkboundary7MA4YWxkTrZu0gW"
-local counts = {}
+-- response() runs in each thread's own Lua state and done() in the main one: the counts
+-- are read back from every thread with thread:get.
+local threads = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
 
 function init(args)
+  counts = {}
   local file = assert(io.open(args[1], "rb"))
   local data = file:read("*all")
   file:close()
@@ -20,8 +27,14 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
+  local totals = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("counts")) do
+      totals[status] = (totals[status] or 0) + count
+    end
+  end
   local parts = {}
-  for status, count in pairs(counts) do
+  for status, count in pairs(totals) do
     parts[#parts + 1] = string.format("\"%d\": %d", status, count)
   end
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,15 @@ class Admission:
         self.in_flight = 0
         self.draining = False
 
+    def check(self) -> None:
+        """Shed a request before its body is read when the bound is reached already.
+
+        Raises:
+            Overloaded: `max_in_flight` requests are in flight (503).
+        """
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"{self.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
+
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
         """Count one request in flight until exit.
@@ -60,13 +70,16 @@ class Admission:
         Raises:
             Overloaded: `max_in_flight` requests are in flight already (503).
         """
-        if self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"{self.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
+        self.check()
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
+
+
+DISCONNECT_CHECK_AFTER = 0.02
+"""Seconds a request waits before its client is watched for a disconnect."""
 
 
 class ModelLoadError(Exception):
@@ -296,12 +309,22 @@ class ServedModel:
         outputs = self.function(**{self.metadata.input_name: tf.constant(inputs, dtype=tf.float32)})
         return outputs[self.metadata.output_name].numpy()[:count]
 
+    @cached_property
+    def _metrics(self) -> tuple[Any, Any, Any, Any]:
+        """This version's metric children: batch size, model call duration, queue wait, queue depth."""
+        labels = (self.model_id, str(self.version))
+        return (
+            metrics.BATCH_SIZE.labels(*labels),
+            metrics.INFERENCE_DURATION.labels(*labels),
+            metrics.QUEUE_WAIT.labels(*labels),
+            metrics.QUEUE_DEPTH.labels(*labels),
+        )
+
     def observe_batch(self, images: int, seconds: float, waits: list[float]) -> None:
         """Record one model call in the metrics: its images, its duration, each input's queue wait."""
-        labels = (self.model_id, str(self.version))
-        metrics.BATCH_SIZE.labels(*labels).observe(images)
-        metrics.INFERENCE_DURATION.labels(*labels).observe(seconds)
-        wait = metrics.QUEUE_WAIT.labels(*labels)
+        batch_size, duration, wait, _ = self._metrics
+        batch_size.observe(images)
+        duration.observe(seconds)
         for seconds_waited in waits:
             wait.observe(seconds_waited)
 
@@ -417,12 +440,13 @@ class ServedModel:
         if self._queued() + len(items) > self.limits.max_queued_inputs:
             raise Overloaded(f"{self.model_id} has {self._queued()} inputs queued (MAX_QUEUED_INPUTS); retry shortly")
         admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
-        depth = metrics.QUEUE_DEPTH.labels(self.model_id, str(self.version))
+        depth = self._metrics[3]
         with admission:
             self.in_flight += 1
             depth.set(self._queued() + len(items))
             task = asyncio.current_task()
             gone = False
+            watcher: asyncio.Future[Any] | None = None
 
             def cancel_on_disconnect(watch: asyncio.Future[Any]) -> None:
                 nonlocal gone
@@ -430,9 +454,15 @@ class ServedModel:
                     gone = True
                     task.cancel()
 
-            watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
-            if watcher is not None:
+            def watch() -> None:
+                nonlocal watcher
+                watcher = asyncio.ensure_future(disconnected())  # type: ignore[misc]
                 watcher.add_done_callback(cancel_on_disconnect)
+
+            # Most requests are answered in a few milliseconds; only one that waits longer
+            # gets a task watching for its client to go away (a task per request would cost
+            # more than the check is worth).
+            timer = asyncio.get_running_loop().call_later(DISCONNECT_CHECK_AFTER, watch) if disconnected else None
             try:
                 if deadline is None:
                     return await self._classify(items, method)
@@ -448,6 +478,8 @@ class ServedModel:
             finally:
                 self.in_flight -= 1
                 depth.set(self._queued())
+                if timer is not None:
+                    timer.cancel()
                 if watcher is not None:
                     watcher.remove_done_callback(cancel_on_disconnect)
                     watcher.cancel()

@@ -27,6 +27,8 @@ def test_dockerfile_essentials() -> None:
     healthcheck = text[text.index("HEALTHCHECK") :]
     assert "/readyz" in healthcheck and "UVICORN_PORT" in healthcheck  # readiness, on the container's port
     assert "COPY models_store" in text
+    assert "AS build" in text and "COPY --from=build /opt/venv" in text  # multi-stage
+    assert "--require-hashes" in text
     assert 'CMD ["uvicorn", "app.main:app"]' in text
     assert "ARG EXTRAS" in text
     assert (PROJECT_ROOT / "requirements.lock").is_file()

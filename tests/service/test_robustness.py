@@ -217,9 +217,12 @@ def test_client_timeouts_shorten_the_deadline(client: TestClient) -> None:
     assert client.post("/v2/models/mnist-tiny/infer", json=body).status_code == 200
 
 
-def test_work_of_a_past_deadline_or_a_gone_client_never_reaches_the_model(client: TestClient) -> None:
+def test_work_of_a_past_deadline_or_a_gone_client_never_reaches_the_model(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from starlette.requests import ClientDisconnect
 
+    monkeypatch.setattr("app.inference.model.DISCONNECT_CHECK_AFTER", 0.0)  # watch at once
     model = client.app_state["registry"].get("tiny")
     image = np.zeros((28, 28, 1), np.float32)
 

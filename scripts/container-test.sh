@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build the image, run it, and check it as a user would: readiness on the port it was given,
+# the README's curl example, a CIFAR-10 photo, a non-root user, a passing HEALTHCHECK.
+# Prints the image size and the time to ready. Uses podman (Docker works the same with
+# ENGINE=docker); on these machines ../shared/container/make-base-image.sh provides the base.
+#   bash scripts/container-test.sh            (make container-test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENGINE="${ENGINE:-podman}"
+IMAGE="${IMAGE:-classifier:test}"
+NAME="classifier-test-$$"
+PORT="${PORT:-8765}"
+
+if [ "$ENGINE" = podman ] && ! command -v podman >/dev/null; then
+  apt-get install -y -q podman runc debootstrap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q podman runc debootstrap >/dev/null; }
+fi
+if [ "$ENGINE" = podman ] && ! podman image exists docker.io/library/python:3.11-slim; then
+  bash ../shared/container/make-base-image.sh
+fi
+
+started=$(date +%s)
+"$ENGINE" build --format docker --network host -t "$IMAGE" . >/tmp/container-build.log 2>&1 \
+  || { tail -40 /tmp/container-build.log; exit 1; }
+echo "built $IMAGE in $(( $(date +%s) - started )) s"
+
+cleanup() { "$ENGINE" rm -f "$NAME" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+started=$(date +%s.%N)
+"$ENGINE" run -d --name "$NAME" --network host -e UVICORN_PORT="$PORT" "$IMAGE" >/dev/null
+for _ in $(seq 1 120); do
+  if curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; then break; fi
+  sleep 0.5
+done
+curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { "$ENGINE" logs "$NAME" | tail -30; echo "not ready"; exit 1; }
+ready=$(python3 -c "print(f'{$(date +%s.%N) - $started:.1f}')")
+
+answer=$(curl -sf -F image=@tests/data/7.png "http://127.0.0.1:$PORT/predict?model=custom2")
+python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert body['class_index'] == 7, body" "$answer"
+photo=/tmp/container-test-photo.jpg
+.venv/bin/python - "$photo" <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+y, x = np.mgrid[0:480, 0:640]
+sky = np.stack([90 + 0 * x, 140 + 0 * x, 230 - y // 8], axis=-1)  # a blue sky
+hull = (y > 300) & (y < 380) & (x > 120) & (x < 520)              # a grey hull on the sea
+sea = y >= 380
+pixels = np.where(sea[..., None], [20, 60, 140], sky)
+pixels = np.where(hull[..., None], [110, 110, 115], pixels).astype(np.uint8)
+Image.fromarray(pixels).save(sys.argv[1], quality=90)
+PY
+cifar=$(curl -sf -F image=@"$photo" "http://127.0.0.1:$PORT/predict?model=cifar10/vgg_bn")
+python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert len(body['probabilities']) == 10 and body['class_name'], body; print('CIFAR-10 photo:', body['class_name'], round(body['confidence'], 3))" "$cifar"
+
+user=$("$ENGINE" inspect --format '{{.Config.User}}' "$NAME")
+[ "$user" != "" ] && [ "$user" != "root" ] && [ "$user" != "0" ] || { echo "runs as root ($user)"; exit 1; }
+"$ENGINE" exec "$NAME" id -u | grep -qv '^0$' || { echo "runs as uid 0"; exit 1; }
+if [ "$ENGINE" = podman ]; then
+  podman healthcheck run "$NAME" || { echo "HEALTHCHECK failed on port $PORT"; exit 1; }
+fi
+size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
+echo "container test passed: user $user, ready in ${ready} s on port $PORT, image $(python3 -c "print(f'{$size / 2**30:.2f} GiB')")"

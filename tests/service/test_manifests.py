@@ -1,0 +1,100 @@
+"""The deployment manifests: every core Kubernetes object validates strictly against a
+current Kubernetes schema (kubernetes-validate), and probes, ports, paths, users, timeouts and
+settings agree with the app and the image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import PROJECT_ROOT, STORE
+
+K8S = PROJECT_ROOT / "deploy" / "k8s"
+KSERVE = PROJECT_ROOT / "deploy" / "kserve"
+KUBERNETES_VERSION = "1.34.0"
+
+
+def documents(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, object) of every YAML document in `folder` except kustomization.yaml."""
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            found += [(path.name, item) for item in yaml.safe_load_all(path.read_text()) if item]
+    return found
+
+
+def route_paths() -> set[str]:
+    return {getattr(route, "path", "") for route in create_app(Settings(models_dir=STORE)).routes}
+
+
+@pytest.mark.parametrize(
+    ("name", "manifest"), documents(K8S), ids=lambda value: value if isinstance(value, str) else ""
+)
+def test_core_objects_validate_strictly(name: str, manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_cpu_manifest() -> None:
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "deployment-gpu.yaml"}
+
+
+@pytest.mark.parametrize("file", ["deployment.yaml", "deployment-gpu.yaml"])
+def test_deployment_agrees_with_the_app_and_the_image(file: str) -> None:
+    deployment = yaml.safe_load((K8S / file).read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    paths = route_paths()
+    port = container["ports"][0]
+    assert port["containerPort"] == 8000 and "UVICORN_PORT=8000" in (PROJECT_ROOT / "Dockerfile").read_text()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" in paths
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" in paths
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
+    assert "USER 10001" in (PROJECT_ROOT / "Dockerfile").read_text()
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # writable scratch and metrics
+    config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    drain = float(config["DRAIN_SECONDS"]) + float(config["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain
+    memory = container["resources"]["requests"]["memory"]
+    assert int(re.match(r"(\d+)Mi", memory).group(1)) >= 1200  # a worker with every model: ~1.1 GiB
+    if file == "deployment-gpu.yaml":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_configmap_holds_only_known_settings() -> None:
+    config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
+    known = {name.upper() for name in Settings.model_fields}
+    for key in config:
+        assert key in known or key.startswith(("UVICORN_", "PROMETHEUS_")), key
+    Settings(**{key.lower(): value for key, value in config.items() if key.lower() in Settings.model_fields
+                and key != "MODELS_DIR"})  # fmt: skip
+
+
+def test_kserve_custom_predictor_speaks_v2_on_the_apps_routes() -> None:
+    (service,) = yaml.safe_load_all((KSERVE / "inferenceservice-v2.yaml").read_text())
+    assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    (container,) = service["spec"]["predictor"]["containers"]
+    paths = route_paths()
+    assert container["readinessProbe"]["httpGet"]["path"] in paths
+    assert container["livenessProbe"]["httpGet"]["path"] in paths
+    assert "/v2/models/{name}/infer" in paths
+    assert container["ports"][0]["containerPort"] == 8000
+
+
+def test_kserve_tensorflow_runtime_reads_a_store_folder_as_it_is() -> None:
+    (service,) = yaml.safe_load_all((KSERVE / "inferenceservice-tensorflow.yaml").read_text())
+    model = service["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "tensorflow"
+    folder = STORE / "/".join(model["storageUri"].rstrip("/").split("/")[-2:])
+    versions = [path for path in folder.iterdir() if path.name.isdigit()]
+    assert versions and all((path / "saved_model.pb").is_file() for path in versions)
