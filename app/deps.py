@@ -30,7 +30,6 @@ __all__ = [
     "get_deadline",
     "get_model",
     "get_registry",
-    "shed_when_overloaded",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
@@ -80,17 +79,6 @@ async def get_registry(request: Request) -> ModelRegistry:
 
 
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-
-
-async def shed_when_overloaded(registry: RegistryDep) -> None:
-    """Dependency of the prediction routes: refuse at once, before the body is read, while
-    `MAX_REQUESTS_IN_FLIGHT` requests are in flight, so shedding costs almost nothing.
-
-    Raises:
-        Overloaded: The bound is reached (503, `Retry-After`).
-    """
-    if registry.admission is not None:
-        registry.admission.check()
 
 
 async def get_model(

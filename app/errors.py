@@ -44,6 +44,7 @@ __all__ = [
     "ValidationFailed",
     "describe",
     "error_body",
+    "error_response",
     "install_error_handlers",
     "protocol_fallback",
     "protocol_route",
@@ -216,10 +217,21 @@ def _headers(request: Request, failure: Failure) -> dict[str, str]:
     return {**failure.headers, **({"X-Request-ID": request_id} if request_id else {})}
 
 
-async def _native_error(request: Request, exc: Exception) -> JSONResponse:
+def render_native(failure: Failure, request_id: str | None) -> tuple[int, dict[str, Any]]:
+    """The native API's error format."""
+    return failure.status, error_body(failure.code, failure.message, request_id)
+
+
+def error_response(route: object, request: Request, exc: Exception) -> JSONResponse:
+    """The response to `exc` in the format of `route`'s protocol (native when it has none)."""
     failure = describe(request, exc)
-    body = error_body(failure.code, failure.message, request_id_of(request))
-    return JSONResponse(body, status_code=failure.status, headers=_headers(request, failure))
+    render = getattr(route, "render_error", None)
+    status, body = render(failure) if render else render_native(failure, request_id_of(request))
+    return JSONResponse(body, status_code=status, headers=_headers(request, failure))
+
+
+async def _native_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(None, request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -240,6 +252,8 @@ def protocol_route(render: ErrorRenderer) -> type[APIRoute]:
     """
 
     class ProtocolRoute(APIRoute):
+        render_error = staticmethod(render)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 

@@ -127,12 +127,18 @@ def native_stderr_as_logs(logger_name: str) -> Iterator[None]:
     Python's `logging` never sees those lines otherwise: they go straight to file
     descriptor 2 (e.g. "Could not find cuda drivers on your machine" at import).
     """
+    handlers = [handler for handler in logging.getLogger().handlers if isinstance(handler, ServiceHandler)]
     with tempfile.TemporaryFile() as captured:
         saved = os.dup(2)
         os.dup2(captured.fileno(), 2)
+        real_stderr = os.fdopen(saved, "w", closefd=False)
+        streams = [handler.setStream(real_stderr) for handler in handlers]  # our own lines go on as before
         try:
             yield
         finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)  # type: ignore[arg-type]
+            real_stderr.close()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)

@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     errors.install_error_handlers(app)
+    app.add_middleware(middleware.AdmissionMiddleware, routes=lambda: app.routes)
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(predict.router)

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and arrival times.
+"""Pure ASGI middleware: request ids and arrival times; admission of prediction requests.
 
 Plain ASGI (not `BaseHTTPMiddleware`) so the hot path pays one function call.
 """
@@ -8,12 +8,18 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Overloaded, error_response
 from app.logs import REQUEST
 
-__all__ = ["RequestIdMiddleware"]
+__all__ = ["AdmissionMiddleware", "RequestIdMiddleware", "api_routes"]
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -50,3 +56,72 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    """Every API route of an application, including those of included routers (which
+    FastAPI keeps as router entries, not copies)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (inner := getattr(route, "original_router", None)) is not None:
+            yield from api_routes(inner.routes)
+
+
+class AdmissionMiddleware:
+    """Count prediction requests in flight from their arrival to their answer, and answer
+    503 `overloaded` at once, before routing, parsing or reading the body, past
+    `MAX_REQUESTS_IN_FLIGHT`.
+
+    Under overload most requests are refused, so refusing must cost far less than serving:
+    a refused request costs one route match and a small JSON answer in the matched route's
+    protocol format. Prediction routes are those guarded by `require_api_key`; the rest
+    (health, metrics, models) are never counted nor refused.
+
+    Args:
+        app: The wrapped ASGI app.
+        routes: Returns the application's routes (read at the first request).
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: Callable[[], Sequence[BaseRoute]]) -> None:
+        self.app = app
+        self.routes = routes
+        self._prediction_routes: list[APIRoute] | None = None
+        self._by_path: dict[str, APIRoute | None] = {}
+
+    def _prediction_route(self, scope: Scope) -> APIRoute | None:
+        path = scope["path"]
+        if path in self._by_path:
+            return self._by_path[path]
+        if self._prediction_routes is None:
+            from app.security import require_api_key
+
+            self._prediction_routes = [
+                route
+                for route in api_routes(self.routes())
+                if any(dependency.call is require_api_key for dependency in route.dependant.dependencies)
+            ]
+        found = next((route for route in self._prediction_routes if route.matches(scope)[0] == Match.FULL), None)
+        if len(self._by_path) < 4096:  # paths name models, so there are few; a flood of odd ones is not cached
+            self._by_path[path] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.get("state") or {}
+        admission = getattr(state.get("registry"), "admission", None)
+        route = self._prediction_route(scope) if admission is not None else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        if admission.in_flight >= admission.max_in_flight:
+            error = Overloaded(f"{admission.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
+            await error_response(route, Request(scope), error)(scope, receive, send)
+            return
+        admission.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.in_flight -= 1

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,41 +41,21 @@ __all__ = ["Admission", "Classification", "ModelLoadError", "ServedModel", "batc
 
 
 class Admission:
-    """The bound on requests in flight in the pipelines of all models of a process.
+    """The bound on prediction requests in flight in one process, and whether it is stopping.
+
+    `app.middleware.AdmissionMiddleware` counts a prediction request from its arrival to its
+    answer and refuses one past `max_in_flight` at once with 503 `overloaded` and
+    `Retry-After`, rather than queue without limit (as TF Serving fails fast past
+    `max_enqueued_batches`).
 
     Args:
-        max_in_flight: Most requests being prepared, queued or run at once; past it a
-            request is shed at once with 503 `overloaded` and `Retry-After`, rather than
-            queued without limit (as TF Serving fails fast past `max_enqueued_batches`).
+        max_in_flight: Most prediction requests being read, prepared, queued or run at once.
     """
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.draining = False
-
-    def check(self) -> None:
-        """Shed a request before its body is read when the bound is reached already.
-
-        Raises:
-            Overloaded: `max_in_flight` requests are in flight (503).
-        """
-        if self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"{self.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count one request in flight until exit.
-
-        Raises:
-            Overloaded: `max_in_flight` requests are in flight already (503).
-        """
-        self.check()
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
 
 
 DISCONNECT_CHECK_AFTER = 0.02
@@ -439,47 +419,45 @@ class ServedModel:
         logs.note(images=len(items))
         if self._queued() + len(items) > self.limits.max_queued_inputs:
             raise Overloaded(f"{self.model_id} has {self._queued()} inputs queued (MAX_QUEUED_INPUTS); retry shortly")
-        admission = self.admission.admit() if self.admission is not None else contextlib.nullcontext()
         depth = self._metrics[3]
-        with admission:
-            self.in_flight += 1
-            depth.set(self._queued() + len(items))
-            task = asyncio.current_task()
-            gone = False
-            watcher: asyncio.Future[Any] | None = None
+        self.in_flight += 1
+        depth.set(self._queued() + len(items))
+        task = asyncio.current_task()
+        gone = False
+        watcher: asyncio.Future[Any] | None = None
 
-            def cancel_on_disconnect(watch: asyncio.Future[Any]) -> None:
-                nonlocal gone
-                if task is not None and not watch.cancelled() and watch.exception() is None:
-                    gone = True
-                    task.cancel()
+        def cancel_on_disconnect(watch: asyncio.Future[Any]) -> None:
+            nonlocal gone
+            if task is not None and not watch.cancelled() and watch.exception() is None:
+                gone = True
+                task.cancel()
 
-            def watch() -> None:
-                nonlocal watcher
-                watcher = asyncio.ensure_future(disconnected())  # type: ignore[misc]
-                watcher.add_done_callback(cancel_on_disconnect)
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.ensure_future(disconnected())  # type: ignore[misc]
+            watcher.add_done_callback(cancel_on_disconnect)
 
-            # Most requests are answered in a few milliseconds; only one that waits longer
-            # gets a task watching for its client to go away (a task per request would cost
-            # more than the check is worth).
-            timer = asyncio.get_running_loop().call_later(DISCONNECT_CHECK_AFTER, watch) if disconnected else None
-            try:
-                if deadline is None:
-                    return await self._classify(items, method)
-                async with asyncio.timeout_at(deadline):
-                    return await self._classify(items, method)
-            except TimeoutError:
-                raise DeadlineExceeded("the request's deadline passed before its answer was ready") from None
-            except asyncio.CancelledError:
-                if gone and task is not None:
-                    task.uncancel()
-                    raise ClientDisconnect() from None
-                raise
-            finally:
-                self.in_flight -= 1
-                depth.set(self._queued())
-                if timer is not None:
-                    timer.cancel()
-                if watcher is not None:
-                    watcher.remove_done_callback(cancel_on_disconnect)
-                    watcher.cancel()
+        # Most requests are answered in a few milliseconds; only one that waits longer
+        # gets a task watching for its client to go away (a task per request would cost
+        # more than the check is worth).
+        timer = asyncio.get_running_loop().call_later(DISCONNECT_CHECK_AFTER, watch) if disconnected else None
+        try:
+            if deadline is None:
+                return await self._classify(items, method)
+            async with asyncio.timeout_at(deadline):
+                return await self._classify(items, method)
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed before its answer was ready") from None
+        except asyncio.CancelledError:
+            if gone and task is not None:
+                task.uncancel()
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            self.in_flight -= 1
+            depth.set(self._queued())
+            if timer is not None:
+                timer.cancel()
+            if watcher is not None:
+                watcher.remove_done_callback(cancel_on_disconnect)
+                watcher.cancel()

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import DeadlineDep, ModelDep, SettingsDep, shed_when_overloaded
+from app.deps import DeadlineDep, ModelDep, SettingsDep
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, read_form, read_json
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
@@ -165,7 +165,7 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
 
 @router.post(
     "/predict",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     response_model=PredictResponse | BatchPredictResponse,
     response_model_exclude_none=True,
     responses=ERROR_RESPONSES,

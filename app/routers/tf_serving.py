@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import DeadlineDep, RegistryDep, SettingsDep, shed_when_overloaded
+from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, ModelNotFound, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -166,7 +166,7 @@ async def run_predict(
 
 @router.post(
     "/{name:model_name}:predict",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     summary="Predict (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
@@ -179,7 +179,7 @@ async def predict(
 
 @router.post(
     "/{name:model_name}/versions/{version:int}:predict",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     summary="Predict on a version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
@@ -197,7 +197,7 @@ async def predict_version(
 
 @router.post(
     "/{name:model_name}/labels/{label:version_ref}:predict",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     summary="Predict on a labelled version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )

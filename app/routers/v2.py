@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import DeadlineDep, RegistryDep, SettingsDep, shed_when_overloaded
+from app.deps import DeadlineDep, RegistryDep, SettingsDep
 from app.errors import BadRequest, Failure, NotReady, protocol_fallback, protocol_route
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -445,7 +445,7 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
 
 @router.post(
     "/models/{name}/infer",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     summary="Inference",
     openapi_extra=INFER_BODY,
     response_model=None,
@@ -459,7 +459,7 @@ async def model_infer(
 
 @router.post(
     "/models/{name}/versions/{version:version_ref}/infer",
-    dependencies=[Depends(require_api_key), Depends(shed_when_overloaded)],
+    dependencies=[Depends(require_api_key)],
     summary="Inference on a version",
     openapi_extra=INFER_BODY,
     response_model=None,

@@ -31,7 +31,9 @@ def documents(folder: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def route_paths() -> set[str]:
-    return {getattr(route, "path", "") for route in create_app(Settings(models_dir=STORE)).routes}
+    from app.middleware import api_routes
+
+    return {route.path for route in api_routes(create_app(Settings(models_dir=STORE)).routes)}
 
 
 @pytest.mark.parametrize(
