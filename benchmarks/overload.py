@@ -3,9 +3,11 @@ stay fast, memory stays flat (issue 12).
 
 1. Saturation: wrk at `--concurrency` connections (the level where custom2's throughput
    stops growing) measures the sustainable rate and its p99.
-2. Overload: wrk at `--factor` times as many connections, with `MAX_REQUESTS_IN_FLIGHT`
-   set to the saturation concurrency, while a probe client posts the same upload at a
-   steady rate and records each answer's status and latency. The probe's figures give the
+2. Overload: wrk offers `--factor` times the sustainable rate over `--factor` times as many
+   connections (each waits between its requests, so the offered rate stays bounded as in
+   an open loop), with `MAX_REQUESTS_IN_FLIGHT` set to the saturation concurrency, while a
+   probe client posts the same upload at a steady rate and records each answer's status
+   and latency. The probe's figures give the
    p99 of accepted requests and how fast the shed ones get their 503; wrk gives the
    totals. Resident memory is read before and after.
 
@@ -45,11 +47,14 @@ def probe(url: str, image: bytes, rate: float, stop: threading.Event) -> list[tu
     return results
 
 
-def statuses_of_wrk(url: str, image: Path, concurrency: int, duration: float) -> dict[str, Any]:
-    """wrk with a status-counting script; requests per status and totals."""
+def statuses_of_wrk(url: str, image: Path, concurrency: int, duration: float, rate: float) -> dict[str, Any]:
+    """wrk offering about `rate` requests/s over `concurrency` connections, counting answers by status."""
     script = Path(__file__).resolve().parent / "statuses.lua"
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{round(duration)}s", "--timeout", "10s", "-s", str(script), url]
-    output = subprocess.run([*command, "--", str(image)], capture_output=True, text=True, check=True).stdout
+    delay_ms = 1000 * concurrency / rate
+    output = subprocess.run(
+        [*command, "--", str(image), f"{delay_ms:.1f}"], capture_output=True, text=True, check=True
+    ).stdout
     summary = json.loads(next(line for line in output.splitlines() if line.startswith("JSON "))[5:])
     summary["statuses"] = json.loads(next(line for line in output.splitlines() if line.startswith("STATUSES "))[9:])
     summary["requests_per_second"] = summary["requests"] / (summary["duration_us"] / 1e6)
@@ -60,7 +65,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="custom2")
     parser.add_argument("--concurrency", type=int, default=32, help="saturation level")
-    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--factor", type=int, default=4, help="offered rate, in multiples of the sustainable rate")
+    parser.add_argument("--connections", type=int, default=256, help="wrk connections offering it")
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--probe-rate", type=float, default=20.0, help="probe requests per second")
     parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "7.png")
@@ -84,7 +90,9 @@ def main() -> int:
             target=lambda: probed.extend(probe(url, args.image.read_bytes(), args.probe_rate, stop))
         )
         thread.start()
-        overload = statuses_of_wrk(url, args.image, args.concurrency * args.factor, args.duration)
+        offered = args.factor * saturation["requests_per_second"]
+        overload = statuses_of_wrk(url, args.image, args.connections, args.duration, offered)
+        overload["offered_per_second"] = offered
         stop.set()
         thread.join()
         rss_after = rss_bytes(server.process.pid)  # type: ignore[union-attr]
@@ -99,7 +107,7 @@ def main() -> int:
         "model": args.model,
         "saturation": saturation,
         "overload": overload,
-        "connections": args.concurrency * args.factor,
+        "connections": args.connections,
         "probe": {
             "accepted": len(accepted),
             "shed": len(shed),
@@ -113,7 +121,8 @@ def main() -> int:
     }
     statuses = overload["statuses"]
     print(
-        f"overload c={args.concurrency * args.factor}: {overload['requests_per_second']:.0f} answers/s "
+        f"overload c={args.connections}, offered {overload['offered_per_second']:.0f}/s: "
+        f"{overload['requests_per_second']:.0f} answers/s "
         f"({statuses.get('200', 0)} x 200, {statuses.get('503', 0)} x 503, "
         f"other {set(statuses) - {'200', '503'} or 'none'})"
     )

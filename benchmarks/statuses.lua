@@ -1,6 +1,8 @@
 -- wrk script: POST one image as multipart field "image", count the answers by status;
 -- prints a STATUSES line and the JSON summary line of multipart.lua.
--- usage: wrk -t1 -c128 -d30s -s statuses.lua 'http://127.0.0.1:8000/predict?model=custom2' -- image.png
+-- usage: wrk -t1 -c128 -d30s -s statuses.lua 'http://127.0.0.1:8000/predict?model=custom2' -- image.png [delay_ms]
+-- With delay_ms each connection waits that long before its next request, which turns wrk's
+-- closed loop into a bounded offered rate (about connections * 1000 / delay_ms requests/s).
 local boundary = "----wrkbenchmarkboundary7MA4YWxkTrZu0gW"
 -- response() runs in each thread's own Lua state and done() in the main one: the counts
 -- are read back from every thread with thread:get.
@@ -10,8 +12,11 @@ function setup(thread)
   threads[#threads + 1] = thread
 end
 
+local pause = 0
+
 function init(args)
   counts = {}
+  pause = tonumber(args[2] or "0")
   local file = assert(io.open(args[1], "rb"))
   local data = file:read("*all")
   file:close()
@@ -20,6 +25,10 @@ function init(args)
   wrk.body = "--" .. boundary .. "\r\n"
     .. "Content-Disposition: form-data; name=\"image\"; filename=\"digit.png\"\r\n"
     .. "Content-Type: image/png\r\n\r\n" .. data .. "\r\n--" .. boundary .. "--\r\n"
+end
+
+function delay()
+  return pause
 end
 
 function response(status, headers, body)
