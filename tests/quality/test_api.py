@@ -157,7 +157,8 @@ def test_docs_and_openapi(shipped_client: TestClient) -> None:
         ),
         ("/predict?model=custom2", None, 422, "validation_error"),
         ("/predict", upload(DATA / "7.png"), 422, "validation_error"),
-        ("/predict?model=custom2&version=0", upload(DATA / "7.png"), 422, "validation_error"),
+        ("/predict?model=custom2&version=0", upload(DATA / "7.png"), 404, "model_not_found"),
+        ("/predict?model=custom2&version=1.5", upload(DATA / "7.png"), 422, "validation_error"),
     ],
 )
 def test_bad_requests(shipped_client: TestClient, url: str, files: dict | None, status: int, code: str) -> None:
