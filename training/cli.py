@@ -242,7 +242,9 @@ def make_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="leaderboard of the models in the store")
     compare.add_argument("--dataset")
     compare.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    compare.add_argument("--write", type=Path, help="put the Markdown table between the MODEL_TABLE markers of this file")
+    compare.add_argument(
+        "--write", type=Path, help="put the Markdown table between the MODEL_TABLE markers of this file"
+    )
     compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     zoo = commands.add_parser("zoo", help="train every model of the zoo file missing from the store")
     zoo.add_argument("--only", help="glob on <dataset>/<arch>, e.g. 'fashion_mnist/*'")
