@@ -244,6 +244,16 @@ async def model_version_status(registry: RegistryDep, name: NamePath, version: V
     return version_status(registry, name, version)
 
 
+@router.get("/{name:model_name}/labels/{label:version_ref}", summary="Labelled version status (TF Serving)")
+async def model_label_status(
+    registry: RegistryDep,
+    name: NamePath,
+    label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
+) -> dict[str, Any]:
+    """Status of the version a label points at."""
+    return version_status(registry, name, resolve(registry, name, label).version)
+
+
 def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
     return {
         "dtype": "DT_FLOAT",

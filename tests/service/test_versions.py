@@ -144,6 +144,8 @@ def test_tf_serving_labels_route(tiny_store: Path, tmp_path: Path) -> None:
         by_number = client.post("/v1/models/mnist-tiny/versions/1:predict", json=body).json()
         assert by_label == by_number
         assert client.post("/v1/models/mnist-tiny/labels/nosuch:predict", json=body).status_code == 404
+        status = client.get("/v1/models/mnist-tiny/labels/canary").json()["model_version_status"]
+        assert [item["version"] for item in status] == ["2"]
         metadata = client.get("/v2/models/mnist-tiny/versions/canary").json()
         assert metadata["versions"] == ["2"]
         tiny = next(item for item in client.get("/models").json()["models"] if item["model"] == "mnist/tiny")
