@@ -153,9 +153,8 @@ class ServedModel:
         limits: What one request may cost.
         batcher: The dynamic batcher, or None when batching is off for this model.
         limiter: The worker pool's capacity for decoding and preprocessing (set by `start`).
-        admission: The bound on requests in flight shared by every model (set by `start`).
         load_seconds: Time to load and warm up, seconds.
-        in_flight: Requests of this version between admission and answer (an unloaded
+        in_flight: Requests of this version between `classify` and its answer (an unloaded
             version is stopped once it is 0).
     """
 
@@ -167,7 +166,6 @@ class ServedModel:
     limits: InputLimits
     batcher: DynamicBatcher | None = None
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
-    admission: Admission | None = field(default=None, repr=False)
     load_seconds: float = 0.0
     in_flight: int = 0
 
@@ -313,10 +311,9 @@ class ServedModel:
         for size in self.buckets:
             self.predict_batch(np.zeros((size, *self.input_shape), dtype=np.float32))
 
-    async def start(self, limiter: anyio.CapacityLimiter, admission: Admission) -> None:
-        """Start the batcher; decode and preprocess in the pool of `limiter`; admit through `admission`."""
+    async def start(self, limiter: anyio.CapacityLimiter) -> None:
+        """Start the batcher; decode and preprocess in the pool of `limiter`."""
         self.limiter = limiter
-        self.admission = admission
         if self.batcher is not None:
             await self.batcher.start()
 

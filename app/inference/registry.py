@@ -162,7 +162,7 @@ class ModelRegistry:
                     continue
                 model = await self._load(key, folder, stamp, report)
                 if model is not None:
-                    await model.start(self.limiter, self.admission)  # type: ignore[arg-type]
+                    await model.start(self.limiter)  # type: ignore[arg-type]
                     versions = dict(self._models.get(key[:2], {}))
                     versions[key[2]] = model
                     self._models[key[:2]] = versions  # the swap: one assignment
