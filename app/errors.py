@@ -193,7 +193,9 @@ def describe(request: Request, exc: Exception) -> Failure:
             message = f"no route {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
             message = f"method {request.method} not allowed on {request.url.path}"
-        failure = Failure(exc.status_code, STATUS_CODES.get(exc.status_code, "http_error"), message, exc.headers)
+        failure = Failure(
+            exc.status_code, STATUS_CODES.get(exc.status_code, "http_error"), message, dict(exc.headers or {})
+        )
     elif isinstance(exc, ClientDisconnect):
         logger.info("request %s: client disconnected before its body was read", request_id)
         failure = Failure(400, "bad_request", "client disconnected")
@@ -294,7 +296,7 @@ def protocol_fallback(router: APIRouter) -> None:
             method
             for route in routes
             if isinstance(route, APIRoute) and route.matches(request.scope)[0] == Match.PARTIAL
-            for method in route.methods
+            for method in route.methods or ()
         )
         if allowed:
             raise StarletteHTTPException(405, headers={"Allow": ", ".join(allowed)})

@@ -113,7 +113,7 @@ class AdmissionMiddleware:
         state: dict[str, Any] = scope.get("state") or {}
         admission = getattr(state.get("registry"), "admission", None)
         route = self._prediction_route(scope) if admission is not None else None
-        if route is None:
+        if route is None or admission is None:
             await self.app(scope, receive, send)
             return
         if admission.in_flight >= admission.max_in_flight:

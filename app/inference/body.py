@@ -9,7 +9,7 @@ event loop.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ def _declared_length(request: Request, limits: BodyLimits) -> None:
         )
 
 
-async def _stream(request: Request, limits: BodyLimits) -> AsyncIterator[bytes]:
+async def _stream(request: Request, limits: BodyLimits) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
