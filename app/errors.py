@@ -48,6 +48,7 @@ __all__ = [
     "install_error_handlers",
     "protocol_fallback",
     "protocol_route",
+    "render_message_error",
 ]
 
 STATUS_CODES = {
@@ -244,6 +245,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 ErrorRenderer = Callable[[Failure], tuple[int, dict[str, Any]]]
 """A protocol's error format: (status, JSON body) for a failure."""
+
+
+def render_message_error(failure: Failure) -> tuple[int, dict[str, Any]]:
+    """The error format of TF Serving and of the Open Inference Protocol: `{"error": "<message>"}`;
+    a request that does not validate is their 400 (the native API's 422)."""
+    return (400 if failure.status == 422 else failure.status), {"error": failure.message}
 
 
 def protocol_route(render: ErrorRenderer) -> type[APIRoute]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.deps import DeadlineDep, RegistryDep, SettingsDep
-from app.errors import BadRequest, Failure, ModelNotFound, protocol_fallback, protocol_route
+from app.errors import BadRequest, ModelNotFound, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
 from app.security import require_api_key
@@ -46,15 +46,10 @@ class TFServingError(BaseModel):
     error: str = Field(examples=["Servable not found for request: Latest(mnist-nosuch)"])
 
 
-def render_error(failure: Failure) -> tuple[int, dict[str, Any]]:
-    """TF Serving's error format; a request that does not validate is its 400."""
-    return (400 if failure.status == 422 else failure.status), {"error": failure.message}
-
-
 router = APIRouter(
     prefix="/v1/models",
     tags=["tensorflow-serving"],
-    route_class=protocol_route(render_error),
+    route_class=protocol_route(render_message_error),
     responses={
         400: {"model": TFServingError, "description": "malformed request"},
         404: {"model": TFServingError, "description": "unknown model or version"},

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.deps import DeadlineDep, RegistryDep, SettingsDep
-from app.errors import BadRequest, Failure, NotReady, protocol_fallback, protocol_route
+from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
 from app.security import require_api_key
@@ -49,15 +49,10 @@ class V2Error(BaseModel):
     error: str = Field(examples=["no model mnist/nosuch; loaded models: mnist/custom2"])
 
 
-def render_error(failure: Failure) -> tuple[int, dict[str, Any]]:
-    """The protocol's error format; a request that does not validate is a bad request (400)."""
-    return (400 if failure.status == 422 else failure.status), {"error": failure.message}
-
-
 router = APIRouter(
     prefix="/v2",
     tags=["open-inference-protocol"],
-    route_class=protocol_route(render_error),
+    route_class=protocol_route(render_message_error),
     responses={
         400: {"model": V2Error, "description": "bad request"},
         404: {"model": V2Error, "description": "unknown model or version"},
