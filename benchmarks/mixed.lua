@@ -1,7 +1,11 @@
 -- wrk script: cycle through prepared requests (path, content type, body file), count the
--- answers by status; prints a STATUSES line and a JSON summary line.
--- usage: wrk -t1 -c32 -d60s -s mixed.lua http://127.0.0.1:8000 -- manifest.tsv
+-- answers by status; prints a STATUSES line and a JSON summary line (benchmarks/mixed.py).
+-- usage: wrk -t1 -c32 -d60s -s mixed.lua http://127.0.0.1:8000 -- manifest.tsv [delay_ms]
+-- With delay_ms each connection waits that long before its next request, which turns wrk's
+-- closed loop into a bounded offered rate (about connections * 1000 / delay_ms requests/s).
 local requests = {}
+local index = 0
+local pause = 0
 -- response() runs in each thread's own Lua state and done() in the main one: the counts
 -- are read back from every thread with thread:get.
 local threads = {}
@@ -9,10 +13,10 @@ local threads = {}
 function setup(thread)
   threads[#threads + 1] = thread
 end
-local index = 0
 
 function init(args)
   counts = {}
+  pause = tonumber(args[2] or "0")
   for line in io.lines(args[1]) do
     local path, content_type, body_file = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)")
     local file = assert(io.open(body_file, "rb"))
@@ -25,6 +29,10 @@ end
 function request()
   index = index % #requests + 1
   return requests[index]
+end
+
+function delay()
+  return pause
 end
 
 function response(status, headers, body)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import mixed
 from benchmarks.run import ROOT, Server, rss_bytes, run_wrk
 
 
@@ -47,18 +48,14 @@ def probe(url: str, image: bytes, rate: float, stop: threading.Event) -> list[tu
     return results
 
 
-def statuses_of_wrk(url: str, image: Path, concurrency: int, duration: float, rate: float) -> dict[str, Any]:
-    """wrk offering about `rate` requests/s over `concurrency` connections, counting answers by status."""
-    script = Path(__file__).resolve().parent / "statuses.lua"
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{round(duration)}s", "--timeout", "10s", "-s", str(script), url]
-    delay_ms = 1000 * concurrency / rate
-    output = subprocess.run(
-        [*command, "--", str(image), f"{delay_ms:.1f}"], capture_output=True, text=True, check=True
-    ).stdout
-    summary = json.loads(next(line for line in output.splitlines() if line.startswith("JSON "))[5:])
-    summary["statuses"] = json.loads(next(line for line in output.splitlines() if line.startswith("STATUSES "))[9:])
-    summary["requests_per_second"] = summary["requests"] / (summary["duration_us"] / 1e6)
-    return summary
+def offered_load(url: str, image: Path, connections: int, seconds: float, rate: float) -> dict[str, Any]:
+    """wrk offering about `rate` uploads of `image` a second over `connections`, answers counted by status."""
+    base, _, path = url.partition("/predict")
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = mixed.write_manifest(
+            [("/predict" + path, *mixed.multipart(image.read_bytes(), "image/png"))], Path(folder)
+        )
+        return mixed.run(base, manifest, connections, seconds, delay_ms=1000 * connections / rate)
 
 
 def main() -> int:
@@ -91,7 +88,7 @@ def main() -> int:
         )
         thread.start()
         offered = args.factor * saturation["requests_per_second"]
-        overload = statuses_of_wrk(url, args.image, args.connections, args.duration, offered)
+        overload = offered_load(url, args.image, args.connections, args.duration, offered)
         overload["offered_per_second"] = offered
         stop.set()
         thread.join()

@@ -14,7 +14,6 @@ import argparse
 import base64
 import io
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,28 +24,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import mixed
+from benchmarks.mixed import multipart, write_manifest
 from benchmarks.run import ROOT, Server, rss_bytes
-
-LUA = Path(__file__).resolve().parent / "mixed.lua"
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def _multipart(data: bytes, content_type: str) -> tuple[str, bytes]:
-    boundary = "soakboundary7MA4YWxkTrZu0gW"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="upload"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return f"multipart/form-data; boundary={boundary}", body
 
 
 def build_requests(folder: Path) -> Path:
@@ -60,37 +46,20 @@ def build_requests(folder: Path) -> Path:
     b64 = base64.b64encode(seven).decode()
     v2 = {"inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
     entries = [
-        ("/predict?model=custom2", *_multipart(seven, "image/png")),
-        ("/predict?model=mlp", *_multipart(seven, "image/png")),
-        ("/predict?model=fashion_mnist/custom2", *_multipart(shirt, "image/jpeg")),
-        ("/predict?model=cifar10/vgg_bn", *_multipart(small_photo, "image/jpeg")),
-        ("/predict?model=cifar10/custom2", *_multipart(photo, "image/jpeg")),
+        ("/predict?model=custom2", *multipart(seven, "image/png")),
+        ("/predict?model=mlp", *multipart(seven, "image/png")),
+        ("/predict?model=fashion_mnist/custom2", *multipart(shirt, "image/jpeg")),
+        ("/predict?model=cifar10/vgg_bn", *multipart(small_photo, "image/jpeg")),
+        ("/predict?model=cifar10/custom2", *multipart(photo, "image/jpeg")),
         ("/v1/models/mnist-custom2:predict", "application/json", json.dumps({"instances": [{"b64": b64}]}).encode()),
         ("/v2/models/mnist-lenet/infer", "application/json", json.dumps(v2).encode()),
-        ("/predict?model=custom2", *_multipart(b"hello, not an image\n", "text/plain")),
-        ("/predict?model=custom2", *_multipart(photo[: len(photo) // 3], "image/jpeg")),
+        ("/predict?model=custom2", *multipart(b"hello, not an image\n", "text/plain")),
+        ("/predict?model=custom2", *multipart(photo[: len(photo) // 3], "image/jpeg")),
         ("/v1/models/mnist-custom2:predict", "application/json", b'{"instances": [[1, 2, 3]]}'),
         ("/v2/models/mnist-custom2/infer", "application/json", b'{"inputs": [{"oops": 1}]}'),
-        ("/predict?model=custom2", *_multipart(seven, "image/png")),
+        ("/predict?model=custom2", *multipart(seven, "image/png")),
     ]
-    lines = []
-    for number, (path, content_type, body) in enumerate(entries):
-        body_file = folder / f"body-{number}"
-        body_file.write_bytes(body)
-        lines.append(f"{path}\t{content_type}\t{body_file}")
-    manifest = folder / "manifest.tsv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
-
-
-def minute(base_url: str, manifest: Path, concurrency: int, seconds: int) -> dict[str, object]:
-    """One wrk run over the mixed stream; its statuses and latency summary."""
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), base_url]
-    output = subprocess.run([*command, "--", str(manifest)], capture_output=True, text=True, check=True).stdout
-    result = json.loads(next(line for line in output.splitlines() if line.startswith("JSON "))[5:])
-    result["statuses"] = json.loads(next(line for line in output.splitlines() if line.startswith("STATUSES "))[9:])
-    result["requests_per_second"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+    return write_manifest(entries, folder)
 
 
 def main() -> int:
@@ -108,7 +77,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             manifest = build_requests(Path(folder))
             for number in range(1, args.minutes + 1):
-                result = minute(server.url, manifest, args.concurrency, args.seconds_per_minute)
+                result = mixed.run(server.url, manifest, args.concurrency, args.seconds_per_minute)
                 result["rss_mib"] = rss_bytes(server.process.pid) / 2**20  # type: ignore[union-attr]
                 minutes.append(result)
                 server_errors = sum(count for status, count in result["statuses"].items() if status.startswith("5"))
