@@ -40,7 +40,10 @@ class Recipe:
         decay_rate: Factor applied at each decay of the exponential schedule.
         early_stopping_patience: Epochs without a better val_accuracy before stopping;
             None trains all epochs. The best weights are restored either way.
-        augment: Random shifts and small rotations (and horizontal flips on CIFAR-10).
+        augment: Augment the training images.
+        augmentation: `standard` (random shifts and small rotations, and horizontal flips
+            on CIFAR-10) or `handwriting` (strokes, slant, elastic distortion, blur and
+            noise of uploaded digits; `training/handwriting.py`).
         options: Keyword arguments for the builder (dropout rate, L2 weight).
     """
 
@@ -55,6 +58,7 @@ class Recipe:
     decay_rate: float = 0.5
     early_stopping_patience: int | None = 6
     augment: bool = False
+    augmentation: Literal["standard", "handwriting"] = "standard"
     options: dict[str, float] = field(default_factory=dict)
 
 
@@ -356,6 +360,18 @@ DEEP_MLP = Recipe(batch_size=100, epochs=30, lr_schedule="none", early_stopping_
 CIFAR_CNN = Recipe(batch_size=64, epochs=60, early_stopping_patience=10, augment=True)
 """The CIFAR-10 notebook CNNs, with augmentation (shifts, flips, small rotations)."""
 
+HANDWRITING = Recipe(
+    batch_size=64,
+    epochs=20,
+    lr_schedule="exponential",
+    decay_epochs=4,
+    decay_rate=0.5,
+    early_stopping_patience=None,
+    augment=True,
+    augmentation="handwriting",
+)
+"""custom2 for uploaded digits: handwriting augmentation, Adam 1e-3 halved every 4 epochs."""
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
@@ -366,6 +382,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("custom3", build_custom3, MNIST_ARTICLE, "custom2 without BatchNorm and Dropout"),
         Architecture("custom4", build_custom4, MNIST_ARTICLE, "custom2 without BatchNorm"),
         Architecture("custom5", build_custom5, MNIST_ARTICLE, "custom2 without Dropout"),
+        Architecture("custom2_robust", build_custom2, HANDWRITING, "custom2 trained on handwriting-like distortions"),
         Architecture(
             "mlp_dropout",
             build_mlp_dropout,

@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from training.architectures import Recipe, build_model, with_flip_average
 from training.datasets import Dataset
+from training.handwriting import HandwritingAugmentation
 
 logger = logging.getLogger(__name__)
 
@@ -175,18 +176,22 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
     logger.info("initial weights: %d variables from %s", len(model.variables), source)
 
 
-def make_augmentation(dataset_name: str, seed: int) -> keras.Sequential:
-    """Random shifts (10%) and rotations (about 8 degrees); horizontal flips on CIFAR-10 only.
+def make_augmentation(dataset_name: str, seed: int, kind: str = "standard") -> Callable[[tf.Tensor], tf.Tensor]:
+    """A map of float32 (N, H, W, C) training batches in [0, 1] to augmented ones.
 
-    Only `MIRRORED_DATASETS` are flipped.
+    `standard`: random shifts (10%) and rotations (about 8 degrees), and horizontal flips
+    for `MIRRORED_DATASETS` only. `handwriting`: `HandwritingAugmentation` (digits).
     """
+    if kind == "handwriting":
+        return HandwritingAugmentation(seed)
     augmentation: list[keras.layers.Layer] = [
         keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
         keras.layers.RandomRotation(0.022, fill_mode="constant", seed=seed),
     ]
     if dataset_name in MIRRORED_DATASETS:
         augmentation.insert(0, keras.layers.RandomFlip("horizontal", seed=seed))
-    return keras.Sequential(augmentation, name="augmentation")
+    sequential = keras.Sequential(augmentation, name="augmentation")
+    return lambda images: sequential(images, training=True)
 
 
 def make_pipeline(
@@ -195,7 +200,7 @@ def make_pipeline(
     *,
     batch_size: int,
     shuffle_seed: int | None = None,
-    augmentation: keras.Sequential | None = None,
+    augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 1], int64 labels) for `fit` and `evaluate`.
 
@@ -215,7 +220,7 @@ def make_pipeline(
     )
     if augmentation is not None:
         data = data.map(
-            lambda images, labels: (augmentation(images, training=True), labels),
+            lambda images, labels: (augmentation(images), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return data.prefetch(tf.data.AUTOTUNE)
@@ -289,7 +294,7 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     x_train, y_train, x_val, y_val = split_validation(
         dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
     )
-    augmentation = make_augmentation(dataset.name, config.seed) if recipe.augment else None
+    augmentation = make_augmentation(dataset.name, config.seed, recipe.augmentation) if recipe.augment else None
     train_data = make_pipeline(
         x_train, y_train, batch_size=recipe.batch_size, shuffle_seed=config.seed, augmentation=augmentation
     )
