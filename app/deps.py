@@ -86,7 +86,8 @@ async def get_model(
     model: Annotated[
         str,
         Query(
-            description="architecture (`custom2`) or `dataset/arch` (`fashion_mnist/custom2`)",
+            description="architecture (`custom2`), `dataset/arch` (`fashion_mnist/custom2`), "
+            "or a dataset (`mnist`) for its default model (`DEFAULT_MODELS`)",
             pattern=MODEL_PATTERN,
             examples=["custom2"],
         ),

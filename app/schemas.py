@@ -52,6 +52,11 @@ class Prediction(BaseModel):
     top_k: list[ClassProbability] | None = Field(
         None, description="the k most probable classes, most probable first (when top_k is given)"
     )
+    model_input: str | None = Field(
+        None,
+        description="what the model received, as a PNG in base64: the preprocessed image at the model's "
+        "input size (with include_input=true)",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -143,6 +148,7 @@ class ModelSummary(BaseModel):
     training_seconds: float | None = None
     reports: list[str] = Field(default_factory=list, description="URLs of the training report images")
     labels: dict[str, int] = Field(default_factory=dict, description='version labels, e.g. {"stable": 1}')
+    default: bool = Field(False, description="the dataset's default model: what `model=<dataset>` answers with")
 
 
 class ModelList(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from app.inference.body import BodyLimits, read_body, read_form, read_json
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, Tensor
 from app.inference.model import Classification, ModelLoadError, ServedModel
+from app.inference.preprocessing import encode_model_input
 from app.inference.registry import FailedVersion, ModelRegistry
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "ModelRegistry",
     "ServedModel",
     "Tensor",
+    "encode_model_input",
     "read_body",
     "read_form",
     "read_json",

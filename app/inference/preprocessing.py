@@ -33,6 +33,7 @@ __all__ = [
     "METHODS",
     "SUPPORTED_FORMATS",
     "decode_image",
+    "encode_model_input",
     "prepare_image",
     "preprocess",
 ]
@@ -443,3 +444,20 @@ async def prepare_image_async(
         if pixels is not None and pixels <= inline_pixels:
             return prepare()
     return await anyio.to_thread.run_sync(prepare, limiter=limiter)
+
+
+def encode_model_input(model_input: np.ndarray) -> bytes:
+    """A model input as a PNG file: what the model sees, for people to look at.
+
+    Args:
+        model_input: float32 (H, W, C) in [0, 1], C 1 (grayscale) or 3 (RGB), as the
+            pipeline hands it to the model.
+
+    Returns:
+        PNG bytes, H x W pixels, 8 bits per channel (values rounded to the nearest of 256).
+    """
+    pixels = np.clip(np.rint(model_input * 255.0), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

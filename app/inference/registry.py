@@ -92,6 +92,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.default_dataset = settings.default_dataset
+        self.default_models = dict(settings.default_models)
         self.required = list(settings.required_models)
         self._models: dict[tuple[str, str], dict[int, ServedModel]] = {}
         self._failed: dict[VersionKey, tuple[float, FailedVersion]] = {}
@@ -280,7 +281,8 @@ class ModelRegistry:
         """Resolve a model reference.
 
         Args:
-            model: `arch` or `dataset/arch`.
+            model: `arch`, `dataset/arch`, or a dataset name alone for its default model
+                (`DEFAULT_MODELS`).
             dataset: Dataset when `model` is a bare architecture; default `default_dataset`.
             version: Version number, a version label (`stable`), or None for the newest.
 
@@ -292,6 +294,8 @@ class ModelRegistry:
             if dataset is not None and dataset != prefix:
                 raise ModelNotFound(f"model {model!r} contradicts dataset={dataset!r}")
             dataset = prefix
+        elif dataset is None and model in self.default_models:
+            dataset, arch = model, self.default_models[model]
         else:
             arch = model
         dataset = dataset or self.default_dataset

@@ -37,7 +37,7 @@ def failed_models(failed: list[FailedVersion]) -> list[FailedModel]:
     ]
 
 
-def summarize(model: ServedModel, versions: list[int], labels: dict[str, int]) -> ModelSummary:
+def summarize(model: ServedModel, versions: list[int], labels: dict[str, int], *, default: bool) -> ModelSummary:
     """The `/models` entry of a model."""
     metadata = model.metadata
     metrics = {
@@ -59,6 +59,7 @@ def summarize(model: ServedModel, versions: list[int], labels: dict[str, int]) -
         training_seconds=metadata.training_seconds,
         reports=report_urls(model),
         labels=labels,
+        default=default,
     )
 
 
@@ -67,7 +68,10 @@ def list_models(registry: RegistryDep) -> ModelList:
     """Every loaded model (newest version) with its accuracies, by dataset then test accuracy; refused versions."""
     summaries = [
         summarize(
-            model, sorted(registry.versions(model.dataset, model.arch)), registry.labels(model.dataset, model.arch)
+            model,
+            sorted(registry.versions(model.dataset, model.arch)),
+            registry.labels(model.dataset, model.arch),
+            default=registry.default_models.get(model.dataset) == model.arch,
         )
         for model in registry.newest()
     ]

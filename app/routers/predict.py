@@ -7,6 +7,7 @@ probability with the class names.
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import DeadlineDep, ModelDep, SettingsDep
 from app.errors import UnsupportedImage, ValidationFailed
-from app.inference import BodyLimits, EncodedImage, read_form, read_json
+from app.inference import BodyLimits, EncodedImage, encode_model_input, read_form, read_json
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
 
@@ -185,6 +186,10 @@ async def predict(
         PreprocessMethod,
         Query(description="`auto`: the model dataset's preprocessing; `none`: only resize to the input size"),
     ] = "auto",
+    include_input: Annotated[
+        bool,
+        Query(description="also return what the model received (`model_input`: the preprocessed image, PNG base64)"),
+    ] = False,
 ) -> JSONResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
     class_names = model.class_names
@@ -196,6 +201,9 @@ async def predict(
         disconnected=request.receive,
     )
     predictions = [make_prediction(row, class_names, top_k) for row in result.probabilities]
+    if include_input:
+        for prediction, model_input in zip(predictions, result.inputs, strict=True):
+            prediction["model_input"] = base64.b64encode(encode_model_input(model_input)).decode("ascii")
     info = {
         "model": model.model_id,
         "dataset": model.dataset,

@@ -25,10 +25,10 @@ from modelstore import SIGNATURE_NAME
 
 
 class ModelNameConvertor(Convertor[str]):
-    """A `<dataset>-<arch>` path segment; no `:`, so `GET .../mnist-custom2:predict`
-    matches only the POST route and answers 405."""
+    """A `<dataset>-<arch>` or `<dataset>` (its default model) path segment; no `:`, so
+    `GET .../mnist-custom2:predict` matches only the POST route and answers 405."""
 
-    regex = r"[A-Za-z0-9_.]{1,64}-[A-Za-z0-9_.\-]{1,64}"
+    regex = r"[A-Za-z0-9_.]{1,64}(-[A-Za-z0-9_.\-]{1,64})?"
 
     def convert(self, value: str) -> str:
         return value
@@ -66,12 +66,15 @@ VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def resolve(registry: ModelRegistry, name: str, version: int | str | None) -> ServedModel:
-    """The model `<dataset>-<arch>` at `version`, a number or a label (default newest).
+    """The model `<dataset>-<arch>`, or the dataset's default model `<dataset>`, at `version`,
+    a number or a label (default newest).
 
     Raises:
         ModelNotFound: No such model or version (404).
     """
-    dataset, _, arch = name.partition("-")
+    dataset, separator, arch = name.partition("-")
+    if not separator:
+        return registry.get(name, version=version)
     return registry.get(arch, dataset=dataset, version=version)
 
 
@@ -214,8 +217,8 @@ def version_status(registry: ModelRegistry, name: str, version: int | None) -> d
     Raises:
         ModelNotFound: No such model or version (404).
     """
-    dataset, _, arch = name.partition("-")
-    versions = registry.versions(dataset, arch)
+    newest = resolve(registry, name, None)
+    versions = registry.versions(newest.dataset, newest.arch)
     if version is not None and version not in versions:
         raise ModelNotFound(f"Servable not found for request: Specific({name}, {version})")
     chosen = [version] if version is not None else sorted(versions, reverse=True)

@@ -114,14 +114,15 @@ class ModelMetadataResponse(BaseModel):
 
 
 def resolve(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
-    """The model `<dataset>-<arch>` at `version` (default newest).
+    """The model `<dataset>-<arch>` at `version` (default newest); a name without `-` is a
+    dataset's default model (`mnist`) or an architecture of `DEFAULT_DATASET`.
 
     Raises:
         ModelNotFound: No such model or version (404).
     """
     dataset, separator, arch = name.partition("-")
     if not separator:
-        dataset, arch = registry.default_dataset, name
+        return registry.get(name, version=version)
     return registry.get(arch, dataset=dataset, version=version)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 from pathlib import Path
@@ -122,6 +123,35 @@ def test_dataset_version_and_top_k_parameters(shipped_client: TestClient) -> Non
     assert next(item["class_index"] for item in body["top_k"]) == 7
     probabilities = [item["probability"] for item in body["top_k"]]
     assert probabilities == sorted(probabilities, reverse=True) and len(probabilities) == 3
+
+
+def test_a_dataset_name_is_its_default_model_on_every_protocol(shipped_client: TestClient) -> None:
+    from app.config import Settings
+
+    defaults = Settings().default_models
+    native = shipped_client.post("/predict?model=mnist", files=upload(DATA / "7.png")).json()
+    assert native["model"] == f"mnist/{defaults['mnist']}" and native["class_index"] == 7
+    listed = {item["model"] for item in shipped_client.get("/models").json()["models"] if item["default"]}
+    assert listed == {f"{dataset}/{arch}" for dataset, arch in defaults.items()}
+    status = shipped_client.get("/v1/models/cifar10").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    v2 = shipped_client.get("/v2/models/fashion_mnist").json()
+    assert v2["name"] == "fashion_mnist" and v2["inputs"][0]["shape"] == [-1, 28, 28, 1]
+
+
+def test_include_input_returns_what_the_model_received(shipped_client: TestClient) -> None:
+    from app.inference.preprocessing import prepare_image
+
+    response = shipped_client.post("/predict?model=custom2&include_input=true", files=upload(DATA / "7.png"))
+    model_input = Image.open(io.BytesIO(base64.b64decode(response.json()["model_input"])))
+    assert model_input.format == "PNG" and model_input.size == (28, 28) and model_input.mode == "L"
+    expected = prepare_image((DATA / "7.png").read_bytes(), method="mnist", shape=(28, 28, 1), max_pixels=10**6)
+    assert np.abs(np.asarray(model_input) / 255.0 - expected[..., 0]).max() <= 0.5 / 255 + 1e-6
+    cifar = shipped_client.post(
+        "/predict?model=cifar10&include_input=true", files=upload(DATA / "7.png")
+    ).json()
+    assert Image.open(io.BytesIO(base64.b64decode(cifar["model_input"]))).size == (32, 32)
+    assert "model_input" not in shipped_client.post("/predict?model=custom2", files=upload(DATA / "7.png")).json()
 
 
 def test_health_and_readiness(shipped_client: TestClient) -> None:
