@@ -108,6 +108,7 @@ class Settings(BaseSettings):
         default_factory=list, repr=False, description="comma-separated keys for /admin; empty: /admin closed"
     )
     docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    page_enabled: bool = Field(True, description="serve the page to try the models at /")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed to call the API from a browser"
     )

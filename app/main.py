@@ -19,10 +19,11 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app import errors, logs, metrics, middleware
 from app.config import Settings
-from app.routers import admin, health, models, operations, predict, tf_serving, v2
+from app.routers import admin, health, models, operations, page, predict, tf_serving, v2
 from app.security import KeyRing
 
 logger = logging.getLogger("app")
@@ -143,16 +144,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: The settings to serve with; None reads them from the environment.
     """
     settings = settings or Settings()
-    docs = settings.docs_enabled
-    app = FastAPI(
-        title="Image classifier service",
-        version="1.0.0",
-        description=DESCRIPTION,
-        lifespan=make_lifespan(settings),
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    about: dict[str, Any] = {
+        "title": "Image classifier service",
+        "version": "1.0.0",
+        "description": DESCRIPTION,
+        "lifespan": make_lifespan(settings),
+    }
+    # FastAPI's own /docs and /redoc load their scripts from a public CDN, blank offline;
+    # fastapi-offline serves the same Swagger UI and ReDoc from files in its package.
+    if settings.docs_enabled:
+        app = FastAPIOffline(docs_url="/docs", redoc_url="/redoc", static_url="/docs-assets", **about)
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -172,6 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(operations.router)
     app.include_router(admin.router)
+    if settings.page_enabled:
+        page.install(app)
     return app
 
 

@@ -48,11 +48,13 @@ REQUEST_BODY = {
                     "required": ["image"],
                     "additionalProperties": False,
                     "properties": {
+                        # One file in the schema: Swagger UI's "Try it out" sends an array of
+                        # files as text. The field may still be repeated for a batch.
                         "image": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "image file(s): PNG, JPEG, GIF, BMP, TIFF or WebP; repeat for several",
+                            "type": "string",
+                            "format": "binary",
+                            "description": "an image file: PNG, JPEG, GIF, BMP, TIFF or WebP; "
+                            "repeat the field for several (curl -F image=@a.png -F image=@b.png)",
                         }
                     },
                 },
