@@ -102,7 +102,9 @@ def test_an_uploaded_seven_has_the_longest_bar_and_the_model_input_is_shown(page
     shoot(page, "uploaded-seven")
 
 
-def _first_test_image_the_model_gets_right(base_url: str, dataset: str, model: str, data_dir: Path) -> tuple[bytes, str]:
+def _first_test_image_the_model_gets_right(
+    base_url: str, dataset: str, model: str, data_dir: Path
+) -> tuple[bytes, str]:
     from benchmarks.uploads import load_test_images
 
     images, labels = load_test_images(dataset, data_dir, 20)
@@ -115,7 +117,9 @@ def _first_test_image_the_model_gets_right(base_url: str, dataset: str, model: s
     raise AssertionError(f"{model} got none of 20 test images right")
 
 
-@pytest.mark.parametrize(("dataset", "model"), [("fashion_mnist", "fashion_mnist/custom2"), ("cifar10", "cifar10/vgg_bn")])
+@pytest.mark.parametrize(
+    ("dataset", "model"), [("fashion_mnist", "fashion_mnist/custom2"), ("cifar10", "cifar10/vgg_bn")]
+)
 def test_other_datasets_show_their_class_names(
     page: sync_api.Page, base_url: str, data_dir: Path, tmp_path: Path, dataset: str, model: str
 ) -> None:

@@ -147,9 +147,7 @@ def test_include_input_returns_what_the_model_received(shipped_client: TestClien
     assert model_input.format == "PNG" and model_input.size == (28, 28) and model_input.mode == "L"
     expected = prepare_image((DATA / "7.png").read_bytes(), method="mnist", shape=(28, 28, 1), max_pixels=10**6)
     assert np.abs(np.asarray(model_input) / 255.0 - expected[..., 0]).max() <= 0.5 / 255 + 1e-6
-    cifar = shipped_client.post(
-        "/predict?model=cifar10&include_input=true", files=upload(DATA / "7.png")
-    ).json()
+    cifar = shipped_client.post("/predict?model=cifar10&include_input=true", files=upload(DATA / "7.png")).json()
     assert Image.open(io.BytesIO(base64.b64decode(cifar["model_input"]))).size == (32, 32)
     assert "model_input" not in shipped_client.post("/predict?model=custom2", files=upload(DATA / "7.png")).json()
 
