@@ -236,7 +236,7 @@ def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The argument parser with the `train`, `compare`, `zoo` and `report` subcommands."""
+    """The argument parser with the `train`, `compare`, `zoo`, `ensemble` and `report` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
@@ -253,6 +253,16 @@ def make_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     zoo.add_argument("--force", action="store_true")
     zoo.add_argument("--quick", action="store_true")
+    ensemble = commands.add_parser("ensemble", help="export an ensemble of store models as one model")
+    ensemble.add_argument("--dataset", default="mnist")
+    ensemble.add_argument("--members", required=True, help="comma-separated arch or arch:version, e.g. custom2,custom4")
+    ensemble.add_argument("--weights", help="comma-separated weights, one per member (default equal)")
+    ensemble.add_argument("--search", action="store_true", help="keep the subset most accurate on the validation split")
+    ensemble.add_argument("--max-members", type=int, default=5, help="largest subset the search tries")
+    ensemble.add_argument("--arch", default="ensemble", help="the store name of the ensemble")
+    ensemble.add_argument("--version", type=int, help="version folder (default: next free)")
+    ensemble.add_argument("--data-dir", type=Path, default=get_settings().data_dir)
+    ensemble.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
     report = commands.add_parser("report", help="redraw history.png and confusion_matrix.png from metadata.json")
     report.add_argument("versions", nargs="+", type=Path, help="store version folders")
     return parser
@@ -274,6 +284,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(markdown_table(models), end="")
         else:
             print_leaderboard(models)
+    elif args.command == "ensemble":
+        from training.datasets import load_dataset
+        from training.ensemble import make_ensemble
+
+        make_ensemble(
+            load_dataset(args.dataset, args.data_dir),
+            args.members.split(","),
+            store_dir=args.output_dir,
+            arch=args.arch,
+            weights=[float(value) for value in args.weights.split(",")] if args.weights else None,
+            search=args.search,
+            max_members=args.max_members,
+            command="python -m training " + shlex.join(argv),
+            version=args.version,
+        )
     elif args.command == "report":
         from training.export import draw_reports
 

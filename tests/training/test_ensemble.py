@@ -1,0 +1,71 @@
+"""Ensembles: the member search, the exported SavedModel and its metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelstore import ModelMetadata
+from tests.conftest import export_tiny_model
+from training.ensemble import load_member, make_ensemble, search_members
+
+
+def test_search_keeps_the_subset_most_accurate_on_validation() -> None:
+    labels = np.array([0, 1, 2, 3] * 25)
+    truth = np.eye(4, dtype=np.float32)[labels]
+    wrong = np.eye(4, dtype=np.float32)[(labels + 1) % 4]
+    half = truth.copy()
+    half[::2] = 0.3 * truth[::2] + 0.7 * wrong[::2]  # wrong on every other image
+    chosen, accuracy = search_members({"good": truth, "bad": wrong, "half": half}, labels, max_members=3)
+    assert accuracy == 1.0 and "bad" not in chosen and "good" in chosen
+
+
+def _store_with_members(store: Path, *, fractions: tuple[float, float] = (0.15, 0.15)) -> None:
+    for seed, (arch, fraction) in enumerate(zip(("a", "b"), fractions, strict=True)):
+        folder = export_tiny_model(store, "mnist", arch, seed=seed)
+        metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
+        metadata = metadata.model_copy(update={"seed": 42, "recipe": {"validation_split": fraction}})
+        (folder / "metadata.json").write_text(metadata.model_dump_json())
+
+
+@pytest.fixture(scope="module")
+def small_mnist(data_dir: Path):  # noqa: ANN201
+    from training.datasets import load_dataset
+
+    return load_dataset("mnist", data_dir).take(400, 300)
+
+
+def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path: Path, small_mnist) -> None:  # noqa: ANN001
+    import tensorflow as tf
+
+    _store_with_members(tmp_path)
+    folder = make_ensemble(
+        small_mnist, ["a", "b:1"], store_dir=tmp_path, arch="ensemble", weights=[1.0, 3.0], search=False,
+        max_members=5, command="python -m training ensemble --members a,b:1 --weights 1,3",
+    )  # fmt: skip
+    images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    answer = served(images=tf.constant(images))["probabilities"].numpy()
+    members = [load_member(tmp_path, "mnist", name).saved_model.signatures["serving_default"] for name in "ab"]
+    a, b = (member(images=tf.constant(images))["probabilities"].numpy() for member in members)
+    np.testing.assert_allclose(answer, 0.25 * a + 0.75 * b, atol=1e-6)
+
+    metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
+    assert [(m.arch, m.version, m.weight) for m in metadata.members or []] == [("a", 1, 1.0), ("b", 1, 3.0)]
+    assert metadata.test_size == 300 and sum(map(sum, metadata.confusion_matrix or [])) == 300
+    assert metadata.parameter_count == 2 * json.loads((tmp_path / "mnist/a/1/metadata.json").read_text())[
+        "parameter_count"
+    ]
+    assert (folder / "confusion_matrix.png").is_file()
+
+
+def test_members_with_different_validation_splits_are_refused(tmp_path: Path, small_mnist) -> None:  # noqa: ANN001
+    _store_with_members(tmp_path, fractions=(0.15, 0.1))
+    with pytest.raises(ValueError, match="different validation images"):
+        make_ensemble(
+            small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=True,
+            max_members=5, command="python -m training ensemble",
+        )  # fmt: skip
