@@ -160,7 +160,7 @@ def make_ensemble(
 
     Raises:
         ValueError: Fewer than two members, weights not matching them, or members trained
-            with different validation splits (the search would see training images).
+            with different or unrecorded validation splits (the search would see training images).
         FileNotFoundError: A member is not in the store.
     """
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
@@ -172,6 +172,8 @@ def make_ensemble(
                  for member in members}  # fmt: skip
         raise ValueError(f"members held out different validation images (seed, fraction): {found}")
     seed, fraction = splits.pop()
+    if seed is None or fraction is None:
+        raise ValueError("the members' metadata do not record the validation split (seed, validation_split)")
     _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction=fraction, seed=seed)
     started = time.perf_counter()
     val = {member.name: member.probabilities(x_val) for member in members}

@@ -10,6 +10,7 @@ import pytest
 
 from modelstore import ModelMetadata
 from tests.conftest import export_tiny_model
+from training.datasets import Dataset
 from training.ensemble import load_member, make_ensemble, search_members
 
 
@@ -32,13 +33,13 @@ def _store_with_members(store: Path, *, fractions: tuple[float, float] = (0.15, 
 
 
 @pytest.fixture(scope="module")
-def small_mnist(data_dir: Path):  # noqa: ANN201
+def small_mnist(data_dir: Path) -> Dataset:
     from training.datasets import load_dataset
 
     return load_dataset("mnist", data_dir).take(400, 300)
 
 
-def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path: Path, small_mnist) -> None:  # noqa: ANN001
+def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path: Path, small_mnist: Dataset) -> None:
     import tensorflow as tf
 
     _store_with_members(tmp_path)
@@ -56,13 +57,14 @@ def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path
     metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
     assert [(m.arch, m.version, m.weight) for m in metadata.members or []] == [("a", 1, 1.0), ("b", 1, 3.0)]
     assert metadata.test_size == 300 and sum(map(sum, metadata.confusion_matrix or [])) == 300
-    assert metadata.parameter_count == 2 * json.loads((tmp_path / "mnist/a/1/metadata.json").read_text())[
-        "parameter_count"
-    ]
+    assert (
+        metadata.parameter_count
+        == 2 * json.loads((tmp_path / "mnist/a/1/metadata.json").read_text())["parameter_count"]
+    )
     assert (folder / "confusion_matrix.png").is_file()
 
 
-def test_members_with_different_validation_splits_are_refused(tmp_path: Path, small_mnist) -> None:  # noqa: ANN001
+def test_members_with_different_validation_splits_are_refused(tmp_path: Path, small_mnist: Dataset) -> None:
     _store_with_members(tmp_path, fractions=(0.15, 0.1))
     with pytest.raises(ValueError, match="different validation images"):
         make_ensemble(
