@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ray import serve
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 
@@ -58,7 +58,7 @@ class ReplicaState:
             scope["state"] = dict(self.state)
         replica = self.replica.encode()
 
-        async def send_with_replica(message: dict[str, Any]) -> None:
+        async def send_with_replica(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"x-replica", replica)]
             await send(message)
