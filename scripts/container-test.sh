@@ -53,6 +53,11 @@ PY
 cifar=$(curl -sf -F image=@"$photo" "http://127.0.0.1:$PORT/predict?model=cifar10/vgg_bn")
 python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert len(body['probabilities']) == 10 and body['class_name'], body; print('CIFAR-10 photo:', body['class_name'], round(body['confidence'], 3))" "$cifar"
 
+curl -sf "http://127.0.0.1:$PORT/" | grep -q '<canvas' || { echo "the page at / is missing"; exit 1; }
+curl -sf "http://127.0.0.1:$PORT/static/app.js" >/dev/null || { echo "the page's script is missing"; exit 1; }
+curl -sf "http://127.0.0.1:$PORT/docs" | grep -q '/docs-assets/swagger-ui-bundle.js' || { echo "/docs is not offline"; exit 1; }
+curl -sf "http://127.0.0.1:$PORT/docs-assets/swagger-ui-bundle.js" >/dev/null || { echo "/docs assets missing"; exit 1; }
+
 user=$("$ENGINE" inspect --format '{{.Config.User}}' "$NAME")
 [ "$user" != "" ] && [ "$user" != "root" ] && [ "$user" != "0" ] || { echo "runs as root ($user)"; exit 1; }
 "$ENGINE" exec "$NAME" id -u | grep -qv '^0$' || { echo "runs as uid 0"; exit 1; }

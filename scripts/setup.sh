@@ -15,4 +15,12 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --require-hashes -r requirements-dev.lock
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+# The browser tests drive Debian's chromium (Playwright's own download needs the internet).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || echo "chromium not installed: the browser tests will be skipped"
+  else
+    echo "no chromium: 'sudo apt-get install chromium' to run the browser tests (skipped without it)"
+  fi
+fi
 touch "$stamp"
