@@ -288,17 +288,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.datasets import load_dataset
         from training.ensemble import make_ensemble
 
-        make_ensemble(
-            load_dataset(args.dataset, args.data_dir),
-            args.members.split(","),
-            store_dir=args.output_dir,
-            arch=args.arch,
-            weights=[float(value) for value in args.weights.split(",")] if args.weights else None,
-            search=args.search,
-            max_members=args.max_members,
-            command="python -m training " + shlex.join(argv),
-            version=args.version,
-        )
+        try:
+            make_ensemble(
+                load_dataset(args.dataset, args.data_dir),
+                args.members.split(","),
+                store_dir=args.output_dir,
+                arch=args.arch,
+                weights=[float(value) for value in args.weights.split(",")] if args.weights else None,
+                search=args.search,
+                max_members=args.max_members,
+                command="python -m training " + shlex.join(argv),
+                version=args.version,
+            )
+        except (ValueError, FileNotFoundError) as error:
+            parser.exit(1, f"error: {error}\n")
     elif args.command == "report":
         from training.export import draw_reports
 

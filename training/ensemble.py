@@ -159,8 +159,10 @@ def make_ensemble(
     """Choose (with `search`) and export an ensemble of store models; return its version folder.
 
     Raises:
-        ValueError: Fewer than two members, weights not matching them, or members trained
-            with different or unrecorded validation splits (the search would see training images).
+        ValueError: Fewer than two members, weights not matching them, members trained
+            with different or unrecorded validation splits (the search would see training
+            images), or (with `search`) no subset more accurate on validation than its best
+            member alone.
         FileNotFoundError: A member is not in the store.
     """
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
@@ -182,6 +184,13 @@ def make_ensemble(
     if search:
         names, accuracy = search_members(val, y_val, max_members=max_members)
         logger.info("search on %d validation images chose %s (%.4f)", len(y_val), names, accuracy)
+        single, single_accuracy = max(((name, np.mean(p.argmax(1) == y_val)) for name, p in val.items()),
+                                      key=lambda item: item[1])  # fmt: skip
+        if accuracy <= single_accuracy:
+            raise ValueError(
+                f"no ensemble of these members beats {single} alone on the validation split "
+                f"({accuracy:.4f} vs {single_accuracy:.4f}); nothing exported"
+            )
         members = [member for member in members if member.name in names]
     elif weights is not None:
         if len(weights) != len(members):

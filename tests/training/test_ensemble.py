@@ -24,8 +24,10 @@ def test_search_keeps_the_subset_most_accurate_on_validation() -> None:
     assert accuracy == 1.0 and "bad" not in chosen and "good" in chosen
 
 
-def _store_with_members(store: Path, *, fractions: tuple[float, float] = (0.15, 0.15)) -> None:
-    for seed, (arch, fraction) in enumerate(zip(("a", "b"), fractions, strict=True)):
+def _store_with_members(
+    store: Path, *, fractions: tuple[float, float] = (0.15, 0.15), seeds: tuple[int, int] = (0, 1)
+) -> None:
+    for seed, arch, fraction in zip(seeds, ("a", "b"), fractions, strict=True):
         folder = export_tiny_model(store, "mnist", arch, seed=seed)
         metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
         metadata = metadata.model_copy(update={"seed": 42, "recipe": {"validation_split": fraction}})
@@ -71,3 +73,13 @@ def test_members_with_different_validation_splits_are_refused(tmp_path: Path, sm
             small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=True,
             max_members=5, command="python -m training ensemble",
         )  # fmt: skip
+
+
+def test_an_ensemble_no_better_than_its_best_member_is_not_exported(tmp_path: Path, small_mnist: Dataset) -> None:
+    _store_with_members(tmp_path, seeds=(0, 0))  # two copies of one model: the mean is that model
+    with pytest.raises(ValueError, match="beats a:1 alone"):
+        make_ensemble(
+            small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=True,
+            max_members=5, command="python -m training ensemble",
+        )  # fmt: skip
+    assert not (tmp_path / "mnist" / "ensemble").exists()
