@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import ROOT, Server, measure  # noqa: E402
+from benchmarks.run import ROOT, Server, measure
 
 IMAGE = ROOT / "tests" / "data" / "7.png"
 
@@ -33,7 +33,8 @@ def ray_server(store: Path, replicas: int, port: int) -> tuple[subprocess.Popen[
     """`python -m app.ray_serve` on `port`; returns the process once `/readyz` answers, and the seconds it took."""
     env = {**os.environ, "MODELS_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING",
            "MODEL_POLL_SECONDS": "0", "RAY_DEDUP_LOGS": "0"}  # fmt: skip
-    command = [sys.executable, "-m", "app.ray_serve", "--replicas", str(replicas), "--num-cpus", "1", "--port", str(port)]
+    command = [sys.executable, "-m", "app.ray_serve", "--replicas", str(replicas), "--num-cpus", "1"]
+    command += ["--port", str(port)]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while time.perf_counter() - started < 300:
@@ -41,9 +42,7 @@ def ray_server(store: Path, replicas: int, port: int) -> tuple[subprocess.Popen[
             raise RuntimeError(f"Ray Serve exited with {process.returncode}")
         try:
             # readiness of every replica: the proxy answers once one is up, so ask until both have
-            seen = {
-                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).headers.get("x-replica") for _ in range(20)
-            }
+            seen = {httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).headers.get("x-replica") for _ in range(20)}
             if len(seen - {None}) >= replicas:
                 return process, time.perf_counter() - started
         except httpx.HTTPError:
