@@ -146,10 +146,22 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
 
 
 def _epochs_and_time(item: dict[str, Any]) -> tuple[str, float]:
-    """Epochs as `total` or `total (N here)` for a warm-started model, and total seconds (from `read_store`)."""
+    """Epochs as `total` or `total (N here)` for a warm-started model, `-` for an ensemble,
+    and total seconds (from `read_store`)."""
     total = item["total_epochs"]
-    epochs = str(total) if total == item["epochs_run"] else f"{total} ({item['epochs_run']} here)"
+    if item.get("members"):
+        epochs = f"- ({len(item['members'])} members)"
+    elif total == item["epochs_run"]:
+        epochs = str(total)
+    else:
+        epochs = f"{total} ({item['epochs_run']} here)"
     return epochs, item["total_training_seconds"]
+
+
+def _number(metrics: dict[str, Any], split: str, key: str, spec: str = ".4f") -> str:
+    """A split's metric formatted, or `-` where the run did not measure it (an ensemble's training split)."""
+    value = metrics.get(split, {}).get(key)
+    return "-" if value is None else format(value, spec)
 
 
 def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
@@ -166,9 +178,9 @@ def print_leaderboard(models: Sequence[dict[str, Any]]) -> None:
         epochs, seconds = _epochs_and_time(item)
         print(
             f"{item['dataset']:<14}{item['arch']:<14}{item['version']:>3}{item['parameter_count']:>12,}"
-            f"{metrics['train']['accuracy']:>11.4f}{metrics['val']['accuracy']:>9.4f}"
-            f"{metrics['test']['accuracy']:>10.4f}{metrics['train']['loss']:>12.4f}"
-            f"{metrics['val']['loss']:>10.4f}{metrics['test']['loss']:>11.4f}"
+            f"{_number(metrics, 'train', 'accuracy'):>11}{_number(metrics, 'val', 'accuracy'):>9}"
+            f"{metrics['test']['accuracy']:>10.4f}{_number(metrics, 'train', 'loss'):>12}"
+            f"{_number(metrics, 'val', 'loss'):>10}{metrics['test']['loss']:>11.4f}"
             f"{epochs:>14}{seconds:>9.0f}"
         )
 
@@ -187,9 +199,10 @@ def markdown_table(models: Sequence[dict[str, Any]]) -> str:
         epochs, seconds = _epochs_and_time(item)
         lines.append(
             f"| {item['dataset']} | {item['arch']} v{item['version']} | {item['parameter_count']:,} "
-            f"| {metrics['train']['accuracy']:.4f} | {metrics['val']['accuracy']:.4f} "
+            f"| {_number(metrics, 'train', 'accuracy')} | {_number(metrics, 'val', 'accuracy')} "
             f"| **{metrics['test']['accuracy']:.4f}** | {metrics['test']['loss']:.4f} | {epochs} "
-            f"| {item.get('seconds_per_epoch', 0):.0f} | {seconds / 60:.1f} min |"
+            f"| {format(item['seconds_per_epoch'], '.0f') if item.get('seconds_per_epoch') else '-'} "
+            f"| {seconds / 60:.1f} min |"
         )
     return "\n".join(lines) + "\n"
 

@@ -78,6 +78,6 @@ def read_store(store_dir: Path, dataset: str | None = None) -> list[dict[str, An
             newest[key] = metadata
     for metadata in newest.values():
         runs = [*warm_start_chain(metadata.get("initial_weights"), versions), metadata]
-        metadata["total_epochs"] = sum(run["epochs_run"] for run in runs)
-        metadata["total_training_seconds"] = sum(run["training_seconds"] for run in runs)
+        metadata["total_epochs"] = sum(run.get("epochs_run") or 0 for run in runs)  # 0 for an ensemble
+        metadata["total_training_seconds"] = sum(run.get("training_seconds") or 0 for run in runs)
     return list(newest.values())
