@@ -7,6 +7,7 @@ path. Screenshots of each state go to `ARTIFACTS_DIR` (default `build/screenshot
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -100,6 +101,28 @@ def test_an_uploaded_seven_has_the_longest_bar_and_the_model_input_is_shown(page
     sync_api.expect(seen).to_be_visible()
     assert seen.evaluate("image => image.naturalWidth") == 28
     shoot(page, "uploaded-seven")
+
+
+MAKE_TRANSFER = """b64 => {
+    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], "digit.png", {type: "image/png"}));
+    return transfer;
+}"""
+
+
+def test_a_dropped_or_pasted_image_is_classified(page: sync_api.Page) -> None:
+    digit = base64.b64encode((DATA / "mnist_test" / "001_2.png").read_bytes()).decode()
+    open_page(page)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(MAKE_TRANSFER, digit)})
+    sync_api.expect(page.locator("#top")).to_contain_text("2 (")
+    seven = base64.b64encode((DATA / "7.png").read_bytes()).decode()
+    page.evaluate(
+        f"b64 => document.dispatchEvent(new ClipboardEvent('paste', {{clipboardData: ({MAKE_TRANSFER})(b64)}}))",
+        seven,
+    )
+    sync_api.expect(page.locator("#top")).to_contain_text("7 (")
+    sync_api.expect(page.locator("#upload")).to_be_visible()
 
 
 def _first_test_image_the_model_gets_right(
