@@ -147,7 +147,7 @@ def serve(
     )
     url = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://{url}/healthz", timeout=1).status_code == 200:
@@ -158,7 +158,7 @@ def serve(
                 pytest.fail(f"the server exited with {process.returncode}")
             time.sleep(0.2)
         else:
-            pytest.fail("the server did not start in 60 s")
+            pytest.fail("the server did not start in 180 s")
         yield url, process
     finally:
         if process.poll() is None:

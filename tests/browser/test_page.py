@@ -32,9 +32,17 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    """A server process over the shipped store, with the page and the docs."""
-    with serve(STORE) as (url, _):
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server process with the page and the docs, over the shipped models the tests pick:
+    each dataset's default, fashion_mnist/custom2 and cifar10/vgg_bn (links into the store)."""
+    from app.config import Settings
+
+    store = tmp_path_factory.mktemp("page-store")
+    picked = {*(f"{d}/{a}" for d, a in Settings().default_models.items()), "fashion_mnist/custom2", "cifar10/vgg_bn"}
+    for model in picked:
+        (store / model).parent.mkdir(parents=True, exist_ok=True)
+        (store / model).symlink_to(STORE / model)
+    with serve(store) as (url, _):
         yield f"http://{url}"
 
 
@@ -73,7 +81,9 @@ def open_page(page: sync_api.Page, model: str | None = None) -> None:
 
 def test_a_drawn_vertical_line_is_a_one(page: sync_api.Page) -> None:
     open_page(page)
-    sync_api.expect(page.locator("#model")).to_have_value("mnist/custom2")
+    from app.config import Settings
+
+    sync_api.expect(page.locator("#model")).to_have_value(f"mnist/{Settings().default_models['mnist']}")
     box = page.locator("#canvas").bounding_box()
     assert box is not None
     x = box["x"] + box["width"] / 2
@@ -166,20 +176,24 @@ def test_an_invalid_upload_shows_the_api_message(page: sync_api.Page, tmp_path: 
     error = page.locator("#error")
     sync_api.expect(error).to_be_visible()
     message = httpx.post(
-        f"{page.url.rstrip('/')}/predict?model=mnist/custom2", files={"image": ("notes.png", path.read_bytes())}
+        f"{page.url.rstrip('/')}/predict?model=mnist", files={"image": ("notes.png", path.read_bytes())}
     ).json()["error"]["message"]
     sync_api.expect(error).to_have_text(message)
     shoot(page, "invalid-upload")
 
 
-def test_the_model_page_shows_metadata_and_reports(page: sync_api.Page) -> None:
+def test_the_model_page_shows_metadata_and_reports(page: sync_api.Page, base_url: str) -> None:
     open_page(page)
     page.locator("#model-link").click()
-    sync_api.expect(page.locator("#details-title")).to_have_text("mnist/custom2")
+    from app.config import Settings
+
+    sync_api.expect(page.locator("#details-title")).to_have_text(f"mnist/{Settings().default_models['mnist']}")
     sync_api.expect(page.locator("#details-facts")).to_contain_text("Test accuracy")
     sync_api.expect(page.locator("#details-classes tbody tr")).to_have_count(10)
     reports = page.locator("#details-reports img")
-    sync_api.expect(reports).to_have_count(3)
+    urls = httpx.get(f"{base_url}/models/mnist/{Settings().default_models['mnist']}").json()["report_urls"]
+    assert urls
+    sync_api.expect(reports).to_have_count(len(urls))
     page.wait_for_function("[...document.querySelectorAll('#details-reports img')].every(i => i.naturalWidth > 0)")
     shoot(page, "model-page")
 
@@ -207,7 +221,7 @@ def test_docs_work_offline_and_try_it_out_answers(page: sync_api.Page) -> None:
     sync_api.expect(page.locator(".opblock")).not_to_have_count(0)
     operation.locator(".opblock-summary").click()
     operation.get_by_role("button", name="Try it out").click()
-    operation.locator("input[placeholder='model']").fill("custom2")
+    operation.locator("input[placeholder='model']").fill("mnist")
     operation.locator("input[type=file]").first.set_input_files(DATA / "7.png")
     operation.get_by_role("button", name="Execute").click()
     body = operation.locator(".responses-wrapper .live-responses-table .microlight").first
