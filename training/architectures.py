@@ -42,8 +42,9 @@ class Recipe:
             None trains all epochs. The best weights are restored either way.
         augment: Augment the training images.
         augmentation: `standard` (random shifts and small rotations, and horizontal flips
-            on CIFAR-10) or `handwriting` (strokes, slant, elastic distortion, blur and
-            noise of uploaded digits; `training/handwriting.py`).
+            on CIFAR-10), `handwriting` (strokes, slant, elastic distortion, blur and
+            noise of uploaded digits; `training/handwriting.py`) or `uploads`
+            (handwriting, and a quarter of the images at 8-16 pixels enlarged back).
         options: Keyword arguments for the builder (dropout rate, L2 weight).
     """
 
@@ -58,7 +59,7 @@ class Recipe:
     decay_rate: float = 0.5
     early_stopping_patience: int | None = 6
     augment: bool = False
-    augmentation: Literal["standard", "handwriting"] = "standard"
+    augmentation: Literal["standard", "handwriting", "uploads"] = "standard"
     options: dict[str, float] = field(default_factory=dict)
 
 

@@ -76,7 +76,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--decay-rate", type=float, help="exponential schedule: factor per decay")
     recipe.add_argument("--patience", type=int, help="early stopping patience; 0 disables it")
     recipe.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-    recipe.add_argument("--augmentation", choices=["standard", "handwriting"], help="what --augment applies")
+    recipe.add_argument("--augmentation", choices=["standard", "handwriting", "uploads"], help="what --augment applies")
     recipe.add_argument("--dropout", type=float, help="dropout rate, where the architecture has one")
     recipe.add_argument("--l2", type=float, help="L2 weight, where the architecture has one")
 

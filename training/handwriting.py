@@ -1,13 +1,15 @@
 """Augmentation that makes MNIST digits look like the digits people upload.
 
 MNIST digits are written with one pen, scanned, size-normalised and centred. Uploads are
-drawn with markers and pencils, slanted, photographed out of focus and on noisy paper, and
+drawn with markers and pencils, slanted, photographed out of focus, small in the frame or
+scanned at low resolution, on noisy paper, and
 reach the model through the same MNIST preprocessing (`app/inference/preprocessing.py`).
 Each training image gets, at random, what that leaves over: a thicker or thinner and
 lighter stroke, a slant, rotation, anisotropic scale and small shift, an elastic
 distortion (Simard, Steinkraus and Platt, "Best practices for convolutional neural
 networks applied to visual document analysis", ICDAR 2003: a random displacement field
-smoothed by a Gaussian), blur and noise. A fraction of the images is left as it is, so
+smoothed by a Gaussian), a loss of resolution (down to 8-16 pixels and back, as a digit a
+few pixels high in a photo, or an 8x8 scan, reaches the model), blur and noise. A fraction of the images is left as it is, so
 the model keeps its accuracy on MNIST itself.
 """
 
@@ -38,6 +40,7 @@ class HandwritingAugmentation:
         elastic_alpha: Largest elastic displacement scale, pixels (Simard et al. use 34 with
             sigma 4 on 28x28 digits).
         elastic_sigma: Standard deviation of the Gaussian that smooths the field, pixels.
+        low_resolution_fraction: Share of the images reduced to 8-16 pixels and enlarged back.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class HandwritingAugmentation:
         max_shift: float = 2.5,
         elastic_alpha: float = 30.0,
         elastic_sigma: float = 4.0,
+        low_resolution_fraction: float = 0.0,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.clean_fraction = clean_fraction
@@ -60,6 +64,7 @@ class HandwritingAugmentation:
         self.max_shift = max_shift
         self.elastic_alpha = elastic_alpha
         self.elastic_sigma = elastic_sigma
+        self.low_resolution_fraction = low_resolution_fraction
 
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
         distorted = tf.numpy_function(self.distort_batch, [images], tf.float32, stateful=True)
@@ -81,6 +86,8 @@ class HandwritingAugmentation:
         rng = self.rng
         image = self._stroke(image)
         image = self._warp(image)
+        if rng.random() < self.low_resolution_fraction:
+            image = self._low_resolution(image)
         if rng.random() < 0.3:
             image = ndimage.gaussian_filter(image, rng.uniform(0.3, 1.0))
         if rng.random() < 0.3:
@@ -100,6 +107,12 @@ class HandwritingAugmentation:
         if rng.random() < 0.25:
             image = image * rng.uniform(0.5, 1.0)
         return image
+
+    def _low_resolution(self, image: np.ndarray) -> np.ndarray:
+        """The image at 8-16 pixels a side, enlarged back with bilinear interpolation."""
+        side = int(self.rng.integers(8, 17))
+        small = ndimage.zoom(image, side / image.shape[0], order=1, prefilter=False)
+        return ndimage.zoom(small, image.shape[0] / small.shape[0], order=1, prefilter=False)[: image.shape[0], : image.shape[1]]
 
     def _warp(self, image: np.ndarray) -> np.ndarray:
         """Affine (rotation, slant, scale, shift) and elastic distortion in one resampling."""

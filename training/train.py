@@ -180,10 +180,13 @@ def make_augmentation(dataset_name: str, seed: int, kind: str = "standard") -> C
     """A map of float32 (N, H, W, C) training batches in [0, 1] to augmented ones.
 
     `standard`: random shifts (10%) and rotations (about 8 degrees), and horizontal flips
-    for `MIRRORED_DATASETS` only. `handwriting`: `HandwritingAugmentation` (digits).
+    for `MIRRORED_DATASETS` only. `handwriting`: `HandwritingAugmentation` (digits);
+    `uploads`: the same with a quarter of the images at low resolution.
     """
     if kind == "handwriting":
         return HandwritingAugmentation(seed)
+    if kind == "uploads":
+        return HandwritingAugmentation(seed, low_resolution_fraction=0.25)
     augmentation: list[keras.layers.Layer] = [
         keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
         keras.layers.RandomRotation(0.022, fill_mode="constant", seed=seed),

@@ -169,9 +169,9 @@ def test_hostile_corpus_gets_4xx_and_never_stalls_the_loop(tiny_store: Path) -> 
         assert statuses["nested json /v2"] == 400 and statuses["huge integer /v1"] == 400
         assert statuses["pixel bomb /predict"] == 413 and statuses["many instances /v1"] == 413
         # The stalls this guards against held the loop for 4-7 s (a 60,000-instance body, a
-        # PNG of inflating chunks); a second leaves room for a busy shared machine.
+        # PNG of inflating chunks); 2 s leaves room for a busy shared machine.
         worst = max(pings)
-        assert worst < 1.0, f"/healthz waited {worst * 1000:.0f} ms (p99 {np.percentile(pings, 99) * 1000:.0f} ms)"
+        assert worst < 2.0, f"/healthz waited {worst * 1000:.0f} ms (p99 {np.percentile(pings, 99) * 1000:.0f} ms)"
         assert httpx.post(f"http://{url}/predict?model=tiny", files=upload(SEVEN)).status_code == 200
 
 
