@@ -9,8 +9,8 @@ lighter stroke, a slant, rotation, anisotropic scale and small shift, an elastic
 distortion (Simard, Steinkraus and Platt, "Best practices for convolutional neural
 networks applied to visual document analysis", ICDAR 2003: a random displacement field
 smoothed by a Gaussian), a loss of resolution (down to 8-16 pixels and back, as a digit a
-few pixels high in a photo, or an 8x8 scan, reaches the model), blur and noise. A fraction of the images is left as it is, so
-the model keeps its accuracy on MNIST itself.
+few pixels high in a photo, or an 8x8 scan, reaches the model), blur and noise. A
+fraction of the images is left as it is, so the model keeps its accuracy on MNIST itself.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ class HandwritingAugmentation:
         """The image at 8-16 pixels a side, enlarged back with bilinear interpolation."""
         side = int(self.rng.integers(8, 17))
         small = ndimage.zoom(image, side / image.shape[0], order=1, prefilter=False)
-        return ndimage.zoom(small, image.shape[0] / small.shape[0], order=1, prefilter=False)[: image.shape[0], : image.shape[1]]
+        restored = ndimage.zoom(small, image.shape[0] / small.shape[0], order=1, prefilter=False)
+        return restored[: image.shape[0], : image.shape[1]]
 
     def _warp(self, image: np.ndarray) -> np.ndarray:
         """Affine (rotation, slant, scale, shift) and elastic distortion in one resampling."""
