@@ -17,3 +17,10 @@ def test_custom2_reads_real_world_digits(shipped_client: TestClient) -> None:
     results = evaluate(shipped_client, DEFAULT_IMAGES, model="custom2", preprocess="auto")
     correct, total = results["all"]
     assert correct / total >= 0.90, results
+
+
+def test_the_default_mnist_model_reads_real_world_digits(shipped_client: TestClient) -> None:
+    # 95.2% measured on 2026-11-25 (docs/models.md); the target of 97.5% is not reached.
+    results = evaluate(shipped_client, DEFAULT_IMAGES, model="mnist", preprocess="auto")
+    correct, total = results["all"]
+    assert correct / total >= 0.94, results
