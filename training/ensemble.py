@@ -201,7 +201,8 @@ def make_ensemble(
     total = sum(member.weight for member in members)
 
     def mean(probabilities: dict[str, np.ndarray]) -> np.ndarray:
-        return sum(member.weight / total * probabilities[member.name] for member in members)  # type: ignore[return-value]
+        rows = [probabilities[member.name] for member in members]
+        return np.average(rows, axis=0, weights=[member.weight for member in members])
 
     val_mean = mean(val)
     test_mean = mean({member.name: member.probabilities(dataset.x_test) for member in members})
