@@ -16,6 +16,8 @@ from typing import Literal
 import keras
 from keras import layers, regularizers
 
+from training.airbench import AIRBENCH_RECIPE, build_airbench
+
 __all__ = ["ARCHITECTURES", "Architecture", "Recipe", "build_model", "with_flip_average"]
 
 Builder = Callable[..., keras.Model]
@@ -46,6 +48,9 @@ class Recipe:
             noise of uploaded digits; `training/handwriting.py`) or `uploads`
             (handwriting, and a quarter of the images at 8-16 pixels enlarged back).
         options: Keyword arguments for the builder (dropout rate, L2 weight).
+        trainer: `fit` (Keras `fit` with the fields above) or `airbench` (the custom loop
+            of `training.airbench`, which takes `epochs`, `batch_size` and
+            `validation_split` from here and the rest from `AIRBENCH_RECIPE`).
     """
 
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -61,6 +66,7 @@ class Recipe:
     augment: bool = False
     augmentation: Literal["standard", "handwriting", "uploads"] = "standard"
     options: dict[str, float] = field(default_factory=dict)
+    trainer: Literal["fit", "airbench"] = "fit"
 
 
 @dataclass(frozen=True)
@@ -423,6 +429,21 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("cifar_cnn1", build_cifar_cnn1, CIFAR_CNN, "5 conv blocks 32-512, Dense(64)"),
         Architecture("cifar_cnn2", build_cifar_cnn2, CIFAR_CNN, "2 valid convs + 3 blocks, Dense(64)"),
         Architecture("cifar_cnn3", build_cifar_cnn3, CIFAR_CNN, "5 convs, 2 Dense(1024)"),
+        Architecture(
+            "airbench",
+            build_airbench,
+            Recipe(
+                optimizer="sgd",
+                epochs=AIRBENCH_RECIPE["epochs"],
+                batch_size=AIRBENCH_RECIPE["batch_size"],
+                validation_split=0.1,
+                lr_schedule="none",
+                early_stopping_patience=None,
+                augment=True,
+                trainer="airbench",
+            ),
+            "airbench93: whitened first layer, 3 conv blocks 64-128, lookahead (training/airbench.py)",
+        ),
         Architecture(
             "vgg_bn",
             build_vgg_bn,

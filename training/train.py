@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.airbench import train_airbench
 from training.architectures import Recipe, build_model, with_flip_average
 from training.datasets import Dataset
 from training.handwriting import HandwritingAugmentation
@@ -291,6 +292,8 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     if config.flip_average and dataset.name not in MIRRORED_DATASETS:
         raise ValueError(f"flip averaging does not fit {dataset.name}: its mirrored images may change class")
     recipe = config.recipe
+    if recipe.trainer == "airbench":
+        return train_airbench(dataset, config)
     epochs = 1 if config.quick else recipe.epochs
     keras.utils.set_random_seed(config.seed)
 

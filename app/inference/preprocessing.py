@@ -19,8 +19,10 @@ Preprocessing methods (named in metadata.json and in every response):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from functools import lru_cache, partial
 
 import anyio
@@ -85,10 +87,7 @@ MIN_CONTRAST = 8
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode upload bytes into a Pillow image, safely.
-
-    Applies the EXIF orientation, takes the first frame of animations, and refuses
-    decompression bombs by the declared size before any pixel is decoded.
+    """Decode upload bytes into a Pillow image, safely: `open_image`, then `load_image`.
 
     Args:
         data: The uploaded file's bytes.
@@ -101,31 +100,62 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         UnsupportedImage: Empty, unknown format, truncated or corrupt data.
         PayloadTooLarge: Declared width x height above `max_pixels`.
     """
-    if not data:
-        raise UnsupportedImage("the uploaded file is empty; send a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    return load_image(open_image(data, max_pixels=max_pixels))
+
+
+@contextlib.contextmanager
+def _decoding(max_pixels: int) -> Iterator[None]:
+    """Turn Pillow's failures into the service's errors (415, 413)."""
     accepted = ", ".join(SUPPORTED_FORMATS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
-                )
-            if width < 1 or height < 1:
-                raise UnsupportedImage(f"image has no pixels ({width}x{height})")
-            opened.seek(0)
-            if opened.format == "JPEG" and max(width, height) > 4 * WORKING_SIZE:
-                opened.draft(opened.mode, (2 * WORKING_SIZE, 2 * WORKING_SIZE))  # decode at reduced scale
-            opened.load()
-            image: Image.Image = ImageOps.exif_transpose(opened) or opened
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLarge(f"image declares too many pixels ({error}); the limit is {max_pixels:,}") from error
     except UnidentifiedImageError as error:
         raise UnsupportedImage(f"the file is not a decodable image; accepted formats: {accepted}") from error
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
         raise UnsupportedImage(f"the image data is truncated or corrupt ({type(error).__name__})") from error
+
+
+def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Read an upload's header, no pixels, and refuse what must not be decoded.
+
+    Returns:
+        The opened image, its size known and its pixels not yet decoded.
+
+    Raises:
+        UnsupportedImage: Empty, not an accepted format, or a corrupt header (415).
+        PayloadTooLarge: Declared width x height above `max_pixels` (413), refused
+            before any pixel is decoded (decompression bombs).
+    """
+    if not data:
+        raise UnsupportedImage("the uploaded file is empty; send a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    with _decoding(max_pixels):
+        opened = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        width, height = opened.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    if width < 1 or height < 1:
+        raise UnsupportedImage(f"image has no pixels ({width}x{height})")
+    return opened
+
+
+def load_image(opened: Image.Image) -> Image.Image:
+    """Decode the pixels of an image from `open_image`: the first frame of an animation,
+    a large JPEG at a reduced scale, turned as its EXIF orientation says.
+
+    Raises:
+        UnsupportedImage: Truncated or corrupt data (415).
+    """
+    width, height = opened.size
+    with _decoding(width * height):
+        opened.seek(0)
+        if opened.format == "JPEG" and max(width, height) > 4 * WORKING_SIZE:
+            opened.draft(opened.mode, (2 * WORKING_SIZE, 2 * WORKING_SIZE))  # decode at reduced scale
+        opened.load()
+        image: Image.Image = ImageOps.exif_transpose(opened) or opened
     return image
 
 
@@ -175,21 +205,43 @@ def _reduce(image: Image.Image, longest: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BOX if scale < 0.5 else Image.Resampling.LANCZOS)
 
 
+def _pixels(gray: Image.Image) -> np.ndarray:
+    """The uint8 (H, W) pixels of an `L` image, read-only.
+
+    Through `tobytes`: `np.asarray` on a Pillow image takes about twice as long, which
+    counts on the event loop, where small uploads are prepared.
+    """
+    return np.frombuffer(gray.tobytes(), dtype=np.uint8).reshape(gray.height, gray.width)
+
+
+def _gray_image(pixels: np.ndarray) -> Image.Image:
+    """An `L` image of uint8 (H, W) pixels."""
+    return Image.frombytes("L", (pixels.shape[1], pixels.shape[0]), np.ascontiguousarray(pixels).tobytes())
+
+
+def _apply_table(gray: Image.Image, table: np.ndarray) -> Image.Image:
+    """Map every gray level of an `L` image through a uint8 (256,) lookup table.
+
+    Equivalent to `Image.point(table)`, which rounds the 256 entries in Python on every
+    call, the larger cost for a small image.
+    """
+    return _gray_image(np.take(table, _pixels(gray)))
+
+
 def _quantile(histogram: np.ndarray, fraction: float) -> int:
     """The gray level below which `fraction` of the pixels of a 256-bin histogram lie."""
     cumulative = np.cumsum(histogram)
     return int(np.searchsorted(cumulative, fraction * cumulative[-1]))
 
 
-def _border_median(gray: Image.Image, *, corners_only: bool = False) -> int:
-    """Median gray level (0-255) of the outermost frame of an `L` image.
+def _border_median(pixels: np.ndarray, *, corners_only: bool = False) -> int:
+    """Median gray level (0-255) of the outermost frame of uint8 (H, W) pixels.
 
     Args:
-        gray: The image.
+        pixels: The image's pixels (`_pixels`).
         corners_only: Use only the four corner squares (an eighth of the shorter side
             each), for objects like garments that may touch the middle of every edge.
     """
-    pixels = np.asarray(gray)
     height, width = pixels.shape
     if corners_only:
         side = max(1, min(width, height) // 8)
@@ -204,7 +256,7 @@ def _border_median(gray: Image.Image, *, corners_only: bool = False) -> int:
 
 def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:
     """Invert an `L` image whose background is light; return it and its background level."""
-    median = _border_median(gray, corners_only=corners_only)
+    median = _border_median(_pixels(gray), corners_only=corners_only)
     if median > LIGHT_BACKGROUND:
         return ImageOps.invert(gray), 255 - median
     return gray, median
@@ -218,26 +270,33 @@ def _ink(gray: Image.Image) -> Image.Image | None:
     `INK_THRESHOLD` removed with a soft ramp so edges stay anti-aliased. All of it is one
     256-entry lookup table.
     """
-    background = _border_median(gray)
-    histogram = np.asarray(gray.histogram())
+    pixels = _pixels(gray)
+    background = _border_median(pixels)
+    histogram = np.bincount(pixels.ravel(), minlength=256)
     invert = background > LIGHT_BACKGROUND  # as _light_on_dark, folded into the lookup table
     if invert:
         histogram, background = histogram[::-1], 255 - background
     peak = _quantile(histogram, 0.999) if gray.width * gray.height > 1000 else int(np.flatnonzero(histogram)[-1])
     if peak - background < MIN_CONTRAST:
         return None
-    return gray.point(_ink_table(background, peak, invert))
+    return _gray_image(np.take(_ink_table(background, peak, invert), pixels))
 
 
 @lru_cache(maxsize=4096)
-def _ink_table(background: int, peak: int, invert: bool) -> tuple[int, ...]:
-    """The lookup table of `_ink`: gray level (0-255) to ink strength (0-255)."""
+def _ink_table(background: int, peak: int, invert: bool) -> np.ndarray:
+    """The lookup table of `_ink`: gray level (0-255) to ink strength (0-255), uint8 (256,)."""
     levels = np.arange(256, dtype=np.float32)
     if invert:
         levels = 255.0 - levels
     ink = np.clip((levels - background) / (peak - background), 0.0, 1.0)
     ramp = np.clip((ink - INK_THRESHOLD) / (1.0 - INK_THRESHOLD), 0.0, 1.0)
-    return tuple((ramp * 255.0).round().astype(np.uint8).tolist())
+    return _read_only((ramp * 255.0).round().astype(np.uint8))
+
+
+def _read_only(table: np.ndarray) -> np.ndarray:
+    """`table`, made immutable: the lookup tables are cached and shared."""
+    table.flags.writeable = False
+    return table
 
 
 def _stroke_width(mask: np.ndarray) -> float:
@@ -255,13 +314,23 @@ def _stretch(image: Image.Image) -> Image.Image:
     peak = int(image.getextrema()[1])  # type: ignore[arg-type]  # (min, max) for an L image
     if not 0 < peak < 255:
         return image
-    return image.point(_stretch_table(peak))
+    return _apply_table(image, _stretch_table(peak))
 
 
 @lru_cache(maxsize=256)
-def _stretch_table(peak: int) -> tuple[int, ...]:
-    """Lookup table scaling gray level `peak` to 255."""
-    return tuple(min(255, round(level * 255 / peak)) for level in range(256))
+def _stretch_table(peak: int) -> np.ndarray:
+    """Lookup table scaling gray level `peak` to 255, uint8 (256,)."""
+    return _read_only(np.array([min(255, round(level * 255 / peak)) for level in range(256)], dtype=np.uint8))
+
+
+@lru_cache(maxsize=256)
+def _level_table(background: int) -> np.ndarray:
+    """`preprocess_fashion`'s lookup table: `background` to 0, 255 kept, levels between
+    scaled linearly; uint8 (256,)."""
+    scale = 255.0 / max(1, 255 - background)
+    return _read_only(
+        np.array([min(255, max(0, round((level - background) * scale))) for level in range(256)], dtype=np.uint8)
+    )
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -280,7 +349,7 @@ def _fit_digit(ink: Image.Image, box: int) -> Image.Image:
     width, height = ink.size
     scale = 2 * box / max(width, height)
     large = _stretch(_resize(ink, (max(1, round(width * scale)), max(1, round(height * scale)))))
-    missing = MNIST_STROKE * 2 * box - _stroke_width(np.asarray(large) > 127)
+    missing = MNIST_STROKE * 2 * box - _stroke_width(_pixels(large) > 127)
     kernel = min(5, 2 * round(missing / 2) + 1) if missing >= 1.0 else 1
     if kernel >= 3:
         large = large.filter(ImageFilter.MaxFilter(kernel))
@@ -293,7 +362,7 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
     Returns:
         float32 (side, side) in [0, 1].
     """
-    array = np.asarray(patch, dtype=np.float32) / 255.0
+    array = _pixels(patch).astype(np.float32) / 255.0
     height, width = array.shape
     total = float(array.sum())
     if centre_of_mass and total > 0:
@@ -328,12 +397,12 @@ def preprocess_fashion(image: Image.Image, size: tuple[int, int] = (28, 28)) -> 
     subtracted and the rest scaled, without ink thresholding.
     """
     gray, background = _light_on_dark(_reduce(_to_8bit(image, "L"), WORKING_SIZE), corners_only=True)
-    scale = 255.0 / max(1, 255 - background)
-    gray = gray.point([min(255, max(0, round((level - background) * scale))) for level in range(256)])
-    box = gray.point([255 if level > GARMENT_LEVEL else 0 for level in range(256)]).getbbox()
-    if box is None:
+    pixels = np.take(_level_table(background), _pixels(gray))
+    gray = _gray_image(pixels)
+    rows, columns = np.nonzero(pixels > GARMENT_LEVEL)
+    if not len(rows):
         return np.zeros((*size, 1), dtype=np.float32)
-    crop = gray.crop(box)
+    crop = gray.crop((int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1))
     factor = size[0] / max(crop.size)
     fitted = _resize(crop, (max(1, round(crop.width * factor)), max(1, round(crop.height * factor))))
     if factor < 1:
@@ -403,20 +472,15 @@ def prepare_image(data: bytes, *, method: str, shape: tuple[int, int, int], max_
         UnsupportedImage: Not a decodable image (415).
         PayloadTooLarge: More than `max_pixels` pixels (413).
     """
-    image = decode_image(data, max_pixels=max_pixels)
+    return _prepare_opened(open_image(data, max_pixels=max_pixels), method, shape)
+
+
+def _prepare_opened(opened: Image.Image, method: str, shape: tuple[int, int, int]) -> np.ndarray:
+    image = load_image(opened)
     try:
         return preprocess(image, method, shape)
     except (OSError, ValueError) as error:
         raise UnsupportedImage(f"the image could not be converted ({error})") from error
-
-
-def declared_pixels(data: bytes) -> int | None:
-    """Width x height from the image header, without decoding pixels; None if unreadable."""
-    try:
-        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
-            return int(image.width * image.height)
-    except Exception:  # any failure is reported properly by prepare_image
-        return None
 
 
 async def prepare_image_async(
@@ -431,18 +495,18 @@ async def prepare_image_async(
     """`prepare_image` without blocking the event loop on real work.
 
     Uploads of at most `INLINE_HEADER_BYTES` bytes and `inline_pixels` pixels (by their
-    header) are prepared on the event loop: for a 28x28 upload that costs about as much as
-    handing it to a thread and avoids the GIL contention of many threads. Everything else,
-    and anything whose header cannot be read, goes to a worker thread of `limiter`.
+    header, read once) are prepared on the event loop: for a 28x28 upload that costs about
+    as much as handing it to a thread and avoids the GIL contention of many threads.
+    Everything else goes to a worker thread of `limiter`.
 
     Raises:
         UnsupportedImage, PayloadTooLarge: As `prepare_image`.
     """
-    prepare = partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels)
     if len(data) <= INLINE_HEADER_BYTES:
-        pixels = declared_pixels(data)
-        if pixels is not None and pixels <= inline_pixels:
-            return prepare()
+        opened = open_image(data, max_pixels=max_pixels)
+        if opened.width * opened.height <= inline_pixels:
+            return _prepare_opened(opened, method, shape)
+    prepare = partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels)
     return await anyio.to_thread.run_sync(prepare, limiter=limiter)
 
 

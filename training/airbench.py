@@ -1,0 +1,336 @@
+"""A fast strong CIFAR-10 network and its recipe, after airbench (Keller Jordan, 2024).
+
+The network and the recipe follow airbench93 of github.com/KellerJordan/cifar10-airbench
+(`airbench/lib_airbench93.py` and `airbench/utils.py`; the paper is "94% on CIFAR-10 in
+3.29 Seconds on a Single GPU", arXiv:2404.00498), rewritten for Keras on a CPU:
+
+- a frozen 2x2 first convolution initialised to whiten the training images' patches
+  (eigenvectors of their 12x12 covariance, and their negatives: 24 filters), with a bias
+  trained for the first 3 epochs only, then GELU;
+- three blocks of conv 3x3, max-pool 2, batch norm, GELU, conv 3x3, batch norm, GELU
+  (widths 64, 128, 128; convolutions without bias, initialised as identity on their
+  first input channels; batch norm without scale, momentum 0.6), max-pool 3, a bias-free
+  dense layer scaled by 1/9;
+- Nesterov SGD (momentum 0.85) with airbench's decoupled learning rate 11.5 and weight
+  decay 0.0153 per 1024 images, batch-norm biases at 64x the learning rate, a triangular
+  schedule (0.2 -> 1 at 23% of the steps -> 0.07), label smoothing 0.2, batch 1024;
+- lookahead: from epoch 4, every 5 steps the weights move to an exponential moving
+  average whose decay grows with the cube of training progress;
+- augmentation: random 2-pixel translation of reflect-padded images and the alternating
+  flip (the whole set mirrored on every other epoch, after one random flip of each image);
+- at test time, the mean over the image and its mirror image (`with_flip_average`, in the
+  exported SavedModel). airbench's second level (1-pixel translations, 6 calls in all) is
+  left out: it would triple the serving cost for about 0.2 points.
+
+The exported model takes what every model of the store takes, float32 (N, 32, 32, 3) in
+[0, 1], and normalises with the CIFAR-10 channel means and deviations itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+if TYPE_CHECKING:
+    from training.datasets import Dataset
+    from training.train import TrainConfig, TrainResult
+
+__all__ = ["AIRBENCH_RECIPE", "build_airbench", "train_airbench"]
+
+logger = logging.getLogger(__name__)
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+WIDTHS = (64, 128, 128)
+WHITEN_KERNEL = 2
+BATCH_NORM_MOMENTUM = 0.6
+OUTPUT_SCALE = 1 / 9
+
+AIRBENCH_RECIPE = {
+    "epochs": 11,
+    "batch_size": 1024,
+    "learning_rate": 11.5,  # per 1024 images, decoupled from momentum
+    "momentum": 0.85,
+    "weight_decay": 0.0153,  # per 1024 images, decoupled from the learning rate
+    "bias_scaler": 64.0,
+    "label_smoothing": 0.2,
+    "whiten_bias_epochs": 3,
+    "translate": 2,
+    "lookahead_from_epoch": 3,
+    "lookahead_every": 5,
+}
+"""airbench93's hyperparameters (`hyp` in lib_airbench93.py); `epochs` may be overridden."""
+
+
+def _dirac(shape: tuple[int, ...], dtype: str | None = None) -> tf.Tensor:
+    """Keras's default initialiser with the first `in` filters set to the identity, as
+    airbench's `Conv.reset_parameters` (`torch.nn.init.dirac_`): each block starts close to
+    passing its input through."""
+    kernel = keras.initializers.GlorotUniform()(shape, dtype=dtype)
+    height, width, channels_in, channels_out = shape
+    count = min(channels_in, channels_out)
+    identity = np.zeros(shape, dtype=np.float32)
+    identity[height // 2, width // 2, np.arange(count), np.arange(count)] = 1.0
+    mask = np.ones(shape, dtype=np.float32)
+    mask[:, :, :, :count] = 0.0
+    return kernel * mask + identity
+
+
+def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_dirac, name=f"{name}_conv1")(x)
+    x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(
+        momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm1"
+    )(x)
+    x = layers.Activation("gelu", name=f"{name}_gelu1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_dirac, name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(
+        momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm2"
+    )(x)
+    return layers.Activation("gelu", name=f"{name}_gelu2")(x)
+
+
+def build_airbench(
+    input_shape: tuple[int, ...], num_classes: int, *, widths: tuple[int, int, int] = WIDTHS
+) -> keras.Model:
+    """airbench93's network: whitening conv, 3 conv blocks, max-pool, scaled dense, softmax.
+
+    Args:
+        input_shape: (height, width, channels) in pixels; (32, 32, 3) for CIFAR-10.
+        num_classes: Size of the softmax output.
+        widths: Filters of the three blocks.
+
+    Returns:
+        An uncompiled model from float32 (N, H, W, C) in [0, 1] to (N, classes)
+        probabilities. For 32x32x3 and 10 classes: 570,296 parameters, of which the
+        whitening kernel (288) is never trained, its bias (24) only in the first epochs,
+        and the batch-norm statistics (1,280) are moving averages.
+    """
+    channels = input_shape[-1]
+    whiten_width = 2 * channels * WHITEN_KERNEL**2
+    inputs = keras.Input(shape=input_shape)
+    mean = np.array(CIFAR_MEAN[:channels] if channels == 3 else [0.5] * channels, dtype=np.float32)
+    std = np.array(CIFAR_STD[:channels] if channels == 3 else [0.25] * channels, dtype=np.float32)
+    x = layers.Normalization(mean=mean, variance=std**2, name="normalize")(inputs)
+    x = layers.Conv2D(whiten_width, WHITEN_KERNEL, padding="valid", name="whiten")(x)
+    x = layers.Activation("gelu", name="whiten_gelu")(x)
+    for index, filters in enumerate(widths, start=1):
+        x = _conv_block(x, filters, f"block{index}")
+    x = layers.MaxPooling2D(3, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="logits")(x)
+    x = layers.Rescaling(OUTPUT_SCALE, name="scale")(x)
+    outputs = layers.Activation("softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="airbench")
+
+
+def whitening_kernel(images: np.ndarray, *, kernel_size: int = WHITEN_KERNEL, eps: float = 5e-4) -> np.ndarray:
+    """The whitening filters of airbench's `init_whitening_conv` for normalised images.
+
+    Args:
+        images: float32 (N, H, W, C), normalised as the network's first layer does.
+        kernel_size: Patch side in pixels.
+        eps: Added to the eigenvalues before the inverse square root.
+
+    Returns:
+        float32 (k, k, C, 2 * C * k * k): the covariance's eigenvectors, largest
+        eigenvalue first, scaled by 1/sqrt(eigenvalue + eps), then their negatives.
+    """
+    patches = tf.image.extract_patches(
+        images, sizes=[1, kernel_size, kernel_size, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1], padding="VALID"
+    )
+    flat = tf.reshape(patches, [-1, patches.shape[-1]]).numpy().astype(np.float64)
+    covariance = flat.T @ flat / len(flat)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    scaled = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)
+    channels = images.shape[-1]
+    # extract_patches orders each patch (row, column, channel), as the kernel's first axes.
+    filters = scaled.reshape(kernel_size, kernel_size, channels, -1)
+    return np.concatenate([filters, -filters], axis=-1).astype(np.float32)
+
+
+def triangle(step: np.ndarray | float, total: int, *, start: float = 0.2, peak: float = 0.23, end: float = 0.07) -> float:
+    """airbench's learning-rate multiplier: linear from `start` to 1 at `peak` of the
+    `total` steps, then linear to `end`."""
+    peak_step = int(peak * total)
+    return float(np.interp(step, [0, peak_step, total], [start, 1.0, end]))
+
+
+class _Augmenter:
+    """airbench's translate-and-alternating-flip augmentation of a uint8 training set."""
+
+    def __init__(self, images: np.ndarray, *, translate: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        flip = self.rng.random(len(images)) < 0.5
+        flipped = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        pad = ((0, 0), (translate, translate), (translate, translate), (0, 0))
+        self.padded = np.pad(flipped, pad, mode="reflect")
+        self.translate = translate
+        self.size = images.shape[1:3]
+
+    def epoch(self, index: int) -> np.ndarray:
+        """uint8 (N, H, W, C): every image shifted by up to `translate` pixels, and all of
+        them mirrored on odd epochs."""
+        n = len(self.padded)
+        height, width = self.size
+        shifts = self.rng.integers(0, 2 * self.translate + 1, size=(n, 2))
+        out = np.empty((n, height, width, self.padded.shape[-1]), dtype=self.padded.dtype)
+        for dy in range(2 * self.translate + 1):
+            for dx in range(2 * self.translate + 1):
+                chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+                out[chosen] = self.padded[chosen, dy : dy + height, dx : dx + width]
+        return out[:, :, ::-1] if index % 2 == 1 else out
+
+
+def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
+    """Train `build_airbench` on `dataset` with airbench's recipe in a custom loop.
+
+    The loop is custom because Keras's `fit` has no lookahead, per-variable learning rates
+    or frozen-after-N-epochs biases. The recipe's `epochs` and `validation_split` apply;
+    its optimizer fields do not (airbench's own are in `AIRBENCH_RECIPE`). The last
+    weights are kept (the schedule ends low; there is no early stopping), then wrapped by
+    `with_flip_average` if the config asks for it (`--flip-average`).
+
+    Returns:
+        A `TrainResult` like `training.train.train`'s, `epoch_seconds` per epoch and the
+        history's `loss`, `accuracy` (last batch) and `val_accuracy` per epoch.
+    """
+    from training.architectures import with_flip_average
+    from training.train import TrainResult, make_pipeline, split_validation
+
+    hyp = AIRBENCH_RECIPE
+    recipe = config.recipe
+    epochs = 1 if config.quick else recipe.epochs
+    keras.utils.set_random_seed(config.seed)
+    x_train, y_train, x_val, y_val = split_validation(
+        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
+    )
+    batch_size = min(recipe.batch_size, len(x_train))
+    model = build_airbench(dataset.input_shape, dataset.num_classes)
+
+    normalize = model.get_layer("normalize")
+    sample = normalize(x_train[:5000].astype(np.float32) / 255.0)
+    whiten = model.get_layer("whiten")
+    whiten.kernel.assign(whitening_kernel(sample))
+    whiten.kernel.trainable = False
+
+    # airbench's PyTorch loss is a sum over the batch; Keras's a mean, so the rate is
+    # multiplied by the batch size. Weight decay per step is lr * (wd / lr) = wd.
+    kilostep_scale = 1024 * (1 + 1 / (1 - hyp["momentum"]))
+    base_rate = hyp["learning_rate"] / kilostep_scale * batch_size
+    decay = hyp["weight_decay"] * batch_size / kilostep_scale
+    steps_per_epoch = len(x_train) // batch_size
+    total_steps = steps_per_epoch * epochs
+    optimizer = keras.optimizers.SGD(
+        learning_rate=base_rate * triangle(0, total_steps), momentum=hyp["momentum"], nesterov=True, weight_decay=decay / base_rate
+    )
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hyp["label_smoothing"])
+
+    def make_step(variables: list[keras.Variable]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        scales = [hyp["bias_scaler"] if variable.path.endswith("beta") else 1.0 for variable in variables]
+
+        @tf.function
+        def train_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                probabilities = model(images, training=True)
+                loss = loss_fn(tf.one_hot(labels, dataset.num_classes), probabilities)
+            gradients = tape.gradient(loss, variables)
+            optimizer.apply([gradient * scale for gradient, scale in zip(gradients, scales, strict=True)], variables)
+            predicted = tf.argmax(probabilities, -1, output_type=labels.dtype)
+            return loss, tf.reduce_mean(tf.cast(predicted == labels, tf.float32))
+
+        return train_step
+
+    steps = {}
+    augmenter = _Augmenter(x_train, translate=hyp["translate"], seed=config.seed)
+    val_data = make_pipeline(x_val, y_val, batch_size=1000)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_accuracy": [], "learning_rate": []}
+    epoch_seconds: list[float] = []
+    lookahead: list[np.ndarray] | None = None
+    step = 0
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        epoch_started = time.perf_counter()
+        whiten.bias.trainable = epoch < hyp["whiten_bias_epochs"]
+        if whiten.bias.trainable not in steps:
+            steps[whiten.bias.trainable] = make_step(list(model.trainable_variables))
+        train_step = steps[whiten.bias.trainable]
+        images = augmenter.epoch(epoch)
+        order = rng.permutation(len(images))
+        for index in range(steps_per_epoch):
+            batch = order[index * batch_size : (index + 1) * batch_size]
+            optimizer.learning_rate = base_rate * triangle(step, total_steps)
+            loss, accuracy = train_step(tf.constant(images[batch], dtype=tf.float32) / 255.0, tf.constant(y_train[batch]))
+            step += 1
+            if epoch >= hyp["lookahead_from_epoch"] and step % hyp["lookahead_every"] == 0:
+                lookahead = _lookahead(model, lookahead, decay=0.95**5 * (step / total_steps) ** 3)
+        if lookahead is not None:
+            lookahead = _lookahead(model, lookahead, decay=1.0)
+        epoch_seconds.append(round(time.perf_counter() - epoch_started, 2))
+        _, val_accuracy = _evaluate(model, val_data)
+        for key, value in (
+            ("loss", float(loss)),
+            ("accuracy", float(accuracy)),
+            ("val_accuracy", val_accuracy),
+            ("learning_rate", float(optimizer.learning_rate.numpy())),
+        ):
+            history[key].append(value)
+        logger.info(
+            "epoch %d/%d: %.1f s, loss %.4f, val_accuracy %.4f", epoch + 1, epochs, epoch_seconds[-1], loss, val_accuracy
+        )
+    training_seconds = time.perf_counter() - started
+
+    if config.flip_average:
+        model = with_flip_average(model)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (dataset.x_test, dataset.y_test)}
+    metrics = {}
+    for split, (x, y) in splits.items():
+        loss_value, accuracy_value = model.evaluate(make_pipeline(x, y, batch_size=500), verbose=0)
+        metrics[split] = {"loss": float(loss_value), "accuracy": float(accuracy_value)}
+        logger.info("%s: loss %.4f accuracy %.4f", split, loss_value, accuracy_value)
+    test_probabilities = model.predict(make_pipeline(dataset.x_test, dataset.y_test, batch_size=500), verbose=0)
+    return TrainResult(
+        model=model,
+        history=history,
+        epoch_seconds=epoch_seconds,
+        metrics=metrics,
+        test_probabilities=np.asarray(test_probabilities, dtype=np.float32),
+        training_seconds=training_seconds,
+        train_size=len(x_train),
+        val_size=len(x_val),
+        best_epoch=epochs,
+    )
+
+
+def _lookahead(model: keras.Model, average: list[np.ndarray] | None, *, decay: float) -> list[np.ndarray]:
+    """Move the exponential moving average of every weight (batch-norm statistics too)
+    towards the current weights by `1 - decay`, then set the weights to it (airbench's
+    `LookaheadState`). The first call only starts the average."""
+    weights = [variable.numpy() for variable in model.weights]
+    if average is None:
+        return weights
+    average = [kept + (1.0 - decay) * (current - kept) for kept, current in zip(average, weights, strict=True)]
+    for variable, value in zip(model.weights, average, strict=True):
+        variable.assign(value)
+    return average
+
+
+def _evaluate(model: keras.Model, data: tf.data.Dataset) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on `data` without test-time augmentation."""
+    correct = total = 0
+    for images, labels in data:
+        predicted = np.argmax(model(images, training=False), axis=-1)
+        correct += int((predicted == labels.numpy()).sum())
+        total += len(labels)
+    return math.nan, correct / max(total, 1)
