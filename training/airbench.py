@@ -87,14 +87,10 @@ def _dirac(shape: tuple[int, ...], dtype: str | None = None) -> tf.Tensor:
 def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_dirac, name=f"{name}_conv1")(x)
     x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm1"
-    )(x)
+    x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm1")(x)
     x = layers.Activation("gelu", name=f"{name}_gelu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_dirac, name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm2"
-    )(x)
+    x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=1e-12, scale=False, name=f"{name}_norm2")(x)
     return layers.Activation("gelu", name=f"{name}_gelu2")(x)
 
 
@@ -158,7 +154,9 @@ def whitening_kernel(images: np.ndarray, *, kernel_size: int = WHITEN_KERNEL, ep
     return np.concatenate([filters, -filters], axis=-1).astype(np.float32)
 
 
-def triangle(step: np.ndarray | float, total: int, *, start: float = 0.2, peak: float = 0.23, end: float = 0.07) -> float:
+def triangle(
+    step: np.ndarray | float, total: int, *, start: float = 0.2, peak: float = 0.23, end: float = 0.07
+) -> float:
     """airbench's learning-rate multiplier: linear from `start` to 1 at `peak` of the
     `total` steps, then linear to `end`."""
     peak_step = int(peak * total)
@@ -231,7 +229,10 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
     steps_per_epoch = len(x_train) // batch_size
     total_steps = steps_per_epoch * epochs
     optimizer = keras.optimizers.SGD(
-        learning_rate=base_rate * triangle(0, total_steps), momentum=hyp["momentum"], nesterov=True, weight_decay=decay / base_rate
+        learning_rate=base_rate * triangle(0, total_steps),
+        momentum=hyp["momentum"],
+        nesterov=True,
+        weight_decay=decay / base_rate,
     )
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hyp["label_smoothing"])
 
@@ -270,7 +271,9 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         for index in range(steps_per_epoch):
             batch = order[index * batch_size : (index + 1) * batch_size]
             optimizer.learning_rate = base_rate * triangle(step, total_steps)
-            loss, accuracy = train_step(tf.constant(images[batch], dtype=tf.float32) / 255.0, tf.constant(y_train[batch]))
+            loss, accuracy = train_step(
+                tf.constant(images[batch], dtype=tf.float32) / 255.0, tf.constant(y_train[batch])
+            )
             step += 1
             if epoch >= hyp["lookahead_from_epoch"] and step % hyp["lookahead_every"] == 0:
                 lookahead = _lookahead(model, lookahead, decay=0.95**5 * (step / total_steps) ** 3)
@@ -286,7 +289,12 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         ):
             history[key].append(value)
         logger.info(
-            "epoch %d/%d: %.1f s, loss %.4f, val_accuracy %.4f", epoch + 1, epochs, epoch_seconds[-1], loss, val_accuracy
+            "epoch %d/%d: %.1f s, loss %.4f, val_accuracy %.4f",
+            epoch + 1,
+            epochs,
+            epoch_seconds[-1],
+            loss,
+            val_accuracy,
         )
     training_seconds = time.perf_counter() - started
 

@@ -54,9 +54,7 @@ def test_augmenter_translates_and_alternates_the_flip() -> None:
     # Every output is a crop of the reflect-padded (and maybe mirrored) image.
     for index, image in enumerate(even):
         padded = augmenter.padded[index]
-        assert any(
-            np.array_equal(image, padded[dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5)
-        )
+        assert any(np.array_equal(image, padded[dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
 
 
 def test_quick_training_exports_a_flip_averaged_model(data_dir: Path, tmp_path: Path) -> None:
