@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README uses (make is optional; the scripts need only bash).
-.PHONY: setup serve test lint benchmark container-test
+.PHONY: setup serve test lint benchmark container-test kserve-validate
 
 setup:
 	bash scripts/setup.sh
@@ -18,3 +18,6 @@ benchmark:
 
 container-test:
 	bash scripts/container-test.sh
+
+kserve-validate:
+	bash scripts/kserve-validate.sh

@@ -5,6 +5,7 @@ settings agree with the app and the image."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,22 @@ def test_kserve_tensorflow_runtime_reads_a_store_folder_as_it_is() -> None:
     folder = STORE / "/".join(model["storageUri"].rstrip("/").split("/")[-2:])
     versions = [path for path in folder.iterdir() if path.name.isdigit()]
     assert versions and all((path / "saved_model.pb").is_file() for path in versions)
+
+
+KSERVE_VENV = PROJECT_ROOT / "build" / "kserve-venv" / "bin" / "python"
+
+
+@pytest.mark.skipif(not KSERVE_VENV.exists(), reason="KServe's SDK is installed by scripts/kserve-validate.sh")
+def test_kserve_sdk_validation_catches_a_broken_manifest(tmp_path: Path) -> None:
+    (service,) = yaml.safe_load_all((KSERVE / "inferenceservice-v2.yaml").read_text())
+    tool = [str(KSERVE_VENV), str(PROJECT_ROOT / "tools" / "validate_kserve.py")]
+    good = subprocess.run([*tool, *map(str, sorted(KSERVE.glob("*.yaml")))], capture_output=True, text=True)
+    assert good.returncode == 0, good.stdout
+    service["spec"]["predictor"]["minReplicas"] = "two"
+    service["spec"]["predictor"]["containers"][0]["readinessProbe"]["httpGet"]["prot"] = 8000
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(service))
+    result = subprocess.run([*tool, str(broken)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "minReplicas: expected int" in result.stdout
+    assert "httpGet.prot: not a field of V1HTTPGetAction" in result.stdout
