@@ -1,9 +1,9 @@
 """Service settings, read once from environment variables (pydantic-settings).
 
 The lifespan builds one `Settings` (or takes the one given to `create_app`) and puts it in
-the application's state; routes reach it through `app.deps.SettingsDep`, nothing else
-reads the environment. Each default is defined here and listed in the README's
-configuration table.
+the application's state; routes reach it through `app.deps` (`SettingsDep`, or
+`settings_of` on the prediction path), nothing else reads the environment. Each default
+is defined here and listed in the README's configuration table.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The inference layer: one pipeline behind every protocol.
 
 Protocol routers parse requests into `EncodedImage` and `Tensor` inputs, read bodies with
-`read_body`/`read_form`/`read_json`, find a `ServedModel` in the `ModelRegistry` and call
+`read_body`/`read_multipart`/`read_json`, find a `ServedModel` in the `ModelRegistry` and call
 its `classify`; limits, preprocessing, batching and the model call live here.
 """
 
 from __future__ import annotations
 
-from app.inference.body import BodyLimits, read_body, read_form, read_json
+from app.inference.body import BodyLimits, FormPart, read_body, read_json, read_multipart
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, Tensor
 from app.inference.model import Classification, ModelLoadError, ServedModel
 from app.inference.preprocessing import encode_model_input
@@ -18,6 +18,7 @@ __all__ = [
     "Classification",
     "EncodedImage",
     "FailedVersion",
+    "FormPart",
     "InputLimits",
     "ModelInput",
     "ModelLoadError",
@@ -26,6 +27,6 @@ __all__ = [
     "Tensor",
     "encode_model_input",
     "read_body",
-    "read_form",
     "read_json",
+    "read_multipart",
 ]

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from starlette.datastructures import FormData
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
-__all__ = ["BodyLimits", "parse_json", "read_body", "read_form", "read_json"]
+__all__ = ["BodyLimits", "FormPart", "parse_json", "read_body", "read_json", "read_multipart"]
 
 JSON_OFF_LOOP_BYTES = 64 * 1024
 """JSON bodies larger than this are parsed in a worker thread."""
@@ -81,27 +81,114 @@ async def read_body(request: Request, limits: BodyLimits) -> bytes:
     return b"".join(chunks)
 
 
-async def read_form(request: Request, limits: BodyLimits) -> FormData:
-    """A multipart body's fields and files (files are spooled by Starlette); close it after use.
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    """One part of a multipart form.
+
+    Attributes:
+        name: The part's field name.
+        filename: The file name it was sent with; None for a text field.
+        data: Its content, bytes.
+    """
+
+    name: str
+    filename: str | None
+    data: bytes
+
+
+class _FormCollector:
+    """python-multipart callbacks that keep every part in memory.
+
+    Starlette's form parser spools each file to a temporary file; an upload is read whole
+    into memory right after (and bounded by `BodyLimits.max_bytes`), and creating the
+    spooled file costs more than parsing a small upload, so this keeps the bytes.
+    """
+
+    def __init__(self, limits: BodyLimits) -> None:
+        self.limits = limits
+        self.parts: list[FormPart] = []
+        self.files = self.fields = 0
+        self._header_name = self._header_value = self._disposition = b""
+        self._data = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._disposition = b""
+        self._data = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name = self._header_value = b""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._data += data[start:end]
+
+    def on_part_end(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise BadRequest('malformed multipart body: a part has no Content-Disposition "name"')
+        filename = options.get(b"filename")
+        if filename is None:
+            self.fields += 1
+            if self.fields > self.limits.max_form_fields:
+                raise BadRequest(f"too many form fields; the limit is {self.limits.max_form_fields}")
+        else:
+            self.files += 1
+            if self.files > self.limits.max_files:
+                raise BadRequest(f"too many files; the limit is {self.limits.max_files}")
+        self.parts.append(
+            FormPart(
+                name=options[b"name"].decode("utf-8", errors="replace"),
+                filename=None if filename is None else filename.decode("utf-8", errors="replace"),
+                data=bytes(self._data),
+            )
+        )
+
+
+async def read_multipart(request: Request, limits: BodyLimits) -> list[FormPart]:
+    """The parts of a multipart/form-data body, in order, each held in memory.
 
     Raises:
-        PayloadTooLarge: Over `limits.max_bytes` (413).
+        PayloadTooLarge: Over `limits.max_bytes`, declared or counted (413).
         RequestTimeout: Not all there within `limits.read_timeout` seconds (408).
-        BadRequest: Malformed multipart, or too many fields or files (400).
+        BadRequest: No boundary, malformed multipart, a part without a name, or more
+            text fields or files than the limits (400).
     """
     _declared_length(request, limits)
-    parser = MultiPartParser(
-        request.headers, _stream(request, limits), max_files=limits.max_files, max_fields=limits.max_form_fields
-    )
-    form = None
-    with anyio.move_on_after(limits.read_timeout) as scope:
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("malformed multipart body: the Content-Type has no boundary")
+    collector = _FormCollector(limits)
+    parser = MultipartParser(boundary, collector.callbacks())
+    finished = False
+    with anyio.move_on_after(limits.read_timeout):
         try:
-            form = await parser.parse()
-        except MultiPartException as error:
-            raise BadRequest(f"malformed multipart body: {error.message}") from None
-    if form is None or scope.cancelled_caught:
+            async for chunk in _stream(request, limits):
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError as error:
+            raise BadRequest(f"malformed multipart body: {error}") from None
+        finished = True
+    if not finished:
         raise RequestTimeout(f"the request body did not arrive within {limits.read_timeout:g} s")
-    return form
+    return collector.parts
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -14,9 +14,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import DeadlineDep, ModelDep, SettingsDep
+from app.deps import DeadlineDep, ModelDep, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
-from app.inference import BodyLimits, EncodedImage, encode_model_input, read_form, read_json
+from app.inference import BodyLimits, EncodedImage, encode_model_input, read_json, read_multipart
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
 
@@ -146,24 +146,17 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
             f"content type {content_type!r} is not accepted; send multipart/form-data "
             'with an "image" file field, or application/json {"image": "<base64>"}'
         )
-    form = await read_form(request, limits)
-    try:
-        extra = sorted(set(form.keys()) - {"image"})
-        uploads = form.getlist("image")
-        if not uploads:
-            found = f" (found fields {extra})" if extra else ""
-            raise ValidationFailed(f'missing form field "image"{found}: attach the image file as image=@digit.png')
-        if extra:
-            raise ValidationFailed(f'unexpected form fields {extra}; send image files in the "image" field')
-        if any(isinstance(upload, str) for upload in uploads):
-            raise ValidationFailed('"image" must be a file part (curl -F image=@digit.png), not a text value')
-        return [
-            EncodedImage(await upload.read(), index)
-            for index, upload in enumerate(uploads)
-            if not isinstance(upload, str)
-        ]
-    finally:
-        await form.close()
+    parts = await read_multipart(request, limits)
+    uploads = [part for part in parts if part.name == "image"]
+    extra = sorted({part.name for part in parts} - {"image"})
+    if not uploads:
+        found = f" (found fields {extra})" if extra else ""
+        raise ValidationFailed(f'missing form field "image"{found}: attach the image file as image=@digit.png')
+    if extra:
+        raise ValidationFailed(f'unexpected form fields {extra}; send image files in the "image" field')
+    if any(upload.filename is None for upload in uploads):
+        raise ValidationFailed('"image" must be a file part (curl -F image=@digit.png), not a text value')
+    return [EncodedImage(upload.data, index) for index, upload in enumerate(uploads)]
 
 
 @router.post(
@@ -178,7 +171,6 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
 async def predict(
     request: Request,
     model: ModelDep,
-    settings: SettingsDep,
     deadline: DeadlineDep,
     top_k: Annotated[
         int | None,
@@ -195,7 +187,7 @@ async def predict(
 ) -> JSONResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
     class_names = model.class_names
-    images = await read_images(request, settings.body_limits)
+    images = await read_images(request, settings_of(request).body_limits)
     result = await model.classify(
         images,
         preprocessing=None if preprocess == "auto" else preprocess,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import DeadlineDep, RegistryDep, SettingsDep
+from app.deps import DeadlineDep, RegistryDep, registry_of, settings_of
 from app.errors import BadRequest, ModelNotFound, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -168,11 +168,9 @@ async def run_predict(
     summary="Predict (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
-async def predict(
-    registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
-) -> dict[str, Any]:
+async def predict(deadline: DeadlineDep, name: NamePath, request: Request) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await run_predict(registry, settings, name, None, request, deadline)
+    return await run_predict(registry_of(request), settings_of(request), name, None, request, deadline)
 
 
 @router.post(
@@ -182,15 +180,13 @@ async def predict(
     openapi_extra=PREDICT_BODY,
 )
 async def predict_version(
-    registry: RegistryDep,
-    settings: SettingsDep,
     deadline: DeadlineDep,
     name: NamePath,
     version: VersionPath,
     request: Request,
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await run_predict(registry, settings, name, version, request, deadline)
+    return await run_predict(registry_of(request), settings_of(request), name, version, request, deadline)
 
 
 @router.post(
@@ -200,15 +196,13 @@ async def predict_version(
     openapi_extra=PREDICT_BODY,
 )
 async def predict_label(
-    registry: RegistryDep,
-    settings: SettingsDep,
     deadline: DeadlineDep,
     name: NamePath,
     label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
     request: Request,
 ) -> dict[str, Any]:
     """TF Serving predict on the version a label (`stable`, `canary`) points at."""
-    return await run_predict(registry, settings, name, label, request, deadline)
+    return await run_predict(registry_of(request), settings_of(request), name, label, request, deadline)
 
 
 def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:

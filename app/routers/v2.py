@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import DeadlineDep, RegistryDep, SettingsDep
+from app.deps import DeadlineDep, RegistryDep, registry_of, settings_of
 from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -446,11 +446,9 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
     openapi_extra=INFER_BODY,
     response_model=None,
 )
-async def model_infer(
-    registry: RegistryDep, settings: SettingsDep, deadline: DeadlineDep, name: NamePath, request: Request
-) -> Response:
+async def model_infer(deadline: DeadlineDep, name: NamePath, request: Request) -> Response:
     """Classify a batch with the newest version: FP32 `images` or BYTES `image_bytes`, JSON or binary."""
-    return await infer(registry, settings, name, None, request, deadline)
+    return await infer(registry_of(request), settings_of(request), name, None, request, deadline)
 
 
 @router.post(
@@ -461,15 +459,13 @@ async def model_infer(
     response_model=None,
 )
 async def model_version_infer(
-    registry: RegistryDep,
-    settings: SettingsDep,
     deadline: DeadlineDep,
     name: NamePath,
     version: VersionPath,
     request: Request,
 ) -> Response:
     """Classify a batch with one version."""
-    return await infer(registry, settings, name, version, request, deadline)
+    return await infer(registry_of(request), settings_of(request), name, version, request, deadline)
 
 
 protocol_fallback(router)
