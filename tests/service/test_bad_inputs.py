@@ -195,3 +195,63 @@ def test_top_k_above_the_class_count_lists_every_class(client: TestClient) -> No
     assert [item["probability"] for item in body["top_k"]] == sorted(
         (item["probability"] for item in body["probabilities"]), reverse=True
     )
+
+
+def _multipart(*parts: bytes, boundary: bytes = b"b0undary") -> bytes:
+    return b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + b"--" + boundary + b"--\r\n"
+
+
+IMAGE_PART = (
+    b'Content-Disposition: form-data; name="image"; filename="7.png"\r\nContent-Type: image/png\r\n\r\n' + SEVEN
+)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "message"),
+    [
+        ("multipart/form-data", _multipart(IMAGE_PART), 400, "no boundary"),
+        ("multipart/form-data; boundary=b0undary", b"--b0undary\r\nnot a header line", 400, "malformed multipart"),
+        (
+            "multipart/form-data; boundary=b0undary",
+            _multipart(b"Content-Disposition: form-data\r\n\r\n" + SEVEN),
+            400,
+            '"name"',
+        ),
+        ("multipart/form-data; boundary=b0undary", _multipart(*[IMAGE_PART] * 65), 400, "too many files"),
+        (
+            "multipart/form-data; boundary=b0undary",
+            _multipart(*[b'Content-Disposition: form-data; name="f%d"\r\n\r\nx' % i for i in range(17)]),
+            400,
+            "too many form fields",
+        ),
+        ("multipart/form-data; boundary=b0undary", b"", 422, 'missing form field "image"'),
+    ],
+)
+def test_malformed_multipart_is_a_clear_4xx(
+    client: TestClient, content_type: str, body: bytes, status: int, message: str
+) -> None:
+    response = client.post("/predict?model=tiny", content=body, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+
+
+def test_multipart_split_anywhere_reads_the_same(client: TestClient) -> None:
+    body = _multipart(IMAGE_PART, IMAGE_PART)
+    whole = client.post(
+        "/predict?model=tiny", content=body, headers={"content-type": "multipart/form-data; boundary=b0undary"}
+    ).json()
+
+    def trickle():  # 7-byte chunks split the boundary, the headers and the file
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    split = client.post(
+        "/predict?model=tiny", content=trickle(), headers={"content-type": "multipart/form-data; boundary=b0undary"}
+    ).json()
+    assert len(whole["predictions"]) == len(split["predictions"]) == 2
+
+    def probabilities(answer: dict) -> list[float]:
+        return [item["probability"] for row in answer["predictions"] for item in row["probabilities"]]
+
+    # The same images; a model call on a batch of another size may differ in the last bits.
+    assert probabilities(split) == pytest.approx(probabilities(whole), abs=1e-6)
