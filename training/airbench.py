@@ -32,6 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import keras
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from training.datasets import Dataset
     from training.train import TrainConfig, TrainResult
 
-__all__ = ["AIRBENCH_RECIPE", "build_airbench", "train_airbench"]
+__all__ = ["AIRBENCH_RECIPE", "AirbenchRecipe", "build_airbench", "train_airbench"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +55,40 @@ WHITEN_KERNEL = 2
 BATCH_NORM_MOMENTUM = 0.6
 OUTPUT_SCALE = 1 / 9
 
-AIRBENCH_RECIPE = {
-    "epochs": 11,
-    "batch_size": 1024,
-    "learning_rate": 11.5,  # per 1024 images, decoupled from momentum
-    "momentum": 0.85,
-    "weight_decay": 0.0153,  # per 1024 images, decoupled from the learning rate
-    "bias_scaler": 64.0,
-    "label_smoothing": 0.2,
-    "whiten_bias_epochs": 3,
-    "translate": 2,
-    "lookahead_from_epoch": 3,
-    "lookahead_every": 5,
-}
-"""airbench93's hyperparameters (`hyp` in lib_airbench93.py); `epochs` may be overridden."""
+
+@dataclass(frozen=True)
+class AirbenchRecipe:
+    """airbench93's hyperparameters (`hyp` in lib_airbench93.py).
+
+    Attributes:
+        epochs: Passes over the training set.
+        batch_size: Images per step.
+        learning_rate: Per 1024 images, decoupled from the momentum.
+        momentum: Nesterov momentum.
+        weight_decay: Per 1024 images, decoupled from the learning rate.
+        bias_scaler: Learning-rate multiplier of the batch-norm biases.
+        label_smoothing: Of the cross-entropy targets.
+        whiten_bias_epochs: Epochs the whitening layer's bias is trained before it is frozen.
+        translate: Largest random shift, pixels.
+        lookahead_from_epoch: First epoch (from 0) of the lookahead averaging.
+        lookahead_every: Steps between two lookahead updates.
+    """
+
+    epochs: int = 11
+    batch_size: int = 1024
+    learning_rate: float = 11.5
+    momentum: float = 0.85
+    weight_decay: float = 0.0153
+    bias_scaler: float = 64.0
+    label_smoothing: float = 0.2
+    whiten_bias_epochs: int = 3
+    translate: int = 2
+    lookahead_from_epoch: int = 3
+    lookahead_every: int = 5
+
+
+AIRBENCH_RECIPE = AirbenchRecipe()
+"""The recipe `train_airbench` follows; `epochs` and `batch_size` are the Recipe's."""
 
 
 def _dirac(shape: tuple[int, ...], dtype: str | None = None) -> tf.Tensor:
@@ -223,21 +244,21 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
 
     # airbench's PyTorch loss is a sum over the batch; Keras's a mean, so the rate is
     # multiplied by the batch size. Weight decay per step is lr * (wd / lr) = wd.
-    kilostep_scale = 1024 * (1 + 1 / (1 - hyp["momentum"]))
-    base_rate = hyp["learning_rate"] / kilostep_scale * batch_size
-    decay = hyp["weight_decay"] * batch_size / kilostep_scale
+    kilostep_scale = 1024 * (1 + 1 / (1 - hyp.momentum))
+    base_rate = hyp.learning_rate / kilostep_scale * batch_size
+    decay = hyp.weight_decay * batch_size / kilostep_scale
     steps_per_epoch = len(x_train) // batch_size
     total_steps = steps_per_epoch * epochs
     optimizer = keras.optimizers.SGD(
         learning_rate=base_rate * triangle(0, total_steps),
-        momentum=hyp["momentum"],
+        momentum=hyp.momentum,
         nesterov=True,
         weight_decay=decay / base_rate,
     )
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hyp["label_smoothing"])
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hyp.label_smoothing)
 
     def make_step(variables: list[keras.Variable]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-        scales = [hyp["bias_scaler"] if variable.path.endswith("beta") else 1.0 for variable in variables]
+        scales = [hyp.bias_scaler if variable.path.endswith("beta") else 1.0 for variable in variables]
 
         @tf.function
         def train_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -252,7 +273,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         return train_step
 
     steps = {}
-    augmenter = _Augmenter(x_train, translate=hyp["translate"], seed=config.seed)
+    augmenter = _Augmenter(x_train, translate=hyp.translate, seed=config.seed)
     val_data = make_pipeline(x_val, y_val, batch_size=1000)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_accuracy": [], "learning_rate": []}
     epoch_seconds: list[float] = []
@@ -262,7 +283,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     for epoch in range(epochs):
         epoch_started = time.perf_counter()
-        whiten.bias.trainable = epoch < hyp["whiten_bias_epochs"]
+        whiten.bias.trainable = epoch < hyp.whiten_bias_epochs
         if whiten.bias.trainable not in steps:
             steps[whiten.bias.trainable] = make_step(list(model.trainable_variables))
         train_step = steps[whiten.bias.trainable]
@@ -275,7 +296,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
                 tf.constant(images[batch], dtype=tf.float32) / 255.0, tf.constant(y_train[batch])
             )
             step += 1
-            if epoch >= hyp["lookahead_from_epoch"] and step % hyp["lookahead_every"] == 0:
+            if epoch >= hyp.lookahead_from_epoch and step % hyp.lookahead_every == 0:
                 lookahead = _lookahead(model, lookahead, decay=0.95**5 * (step / total_steps) ** 3)
         if lookahead is not None:
             lookahead = _lookahead(model, lookahead, decay=1.0)

@@ -434,8 +434,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             build_airbench,
             Recipe(
                 optimizer="sgd",
-                epochs=AIRBENCH_RECIPE["epochs"],
-                batch_size=AIRBENCH_RECIPE["batch_size"],
+                epochs=AIRBENCH_RECIPE.epochs,
+                batch_size=AIRBENCH_RECIPE.batch_size,
                 validation_split=0.1,
                 lr_schedule="none",
                 early_stopping_patience=None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartCallbacks, MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, RequestTimeout
@@ -111,7 +111,7 @@ class _FormCollector:
         self._header_name = self._header_value = self._disposition = b""
         self._data = bytearray()
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_header_field": self.on_header_field,
