@@ -243,10 +243,12 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
     whiten.kernel.trainable = False
 
     # airbench's PyTorch loss is a sum over the batch; Keras's a mean, so the rate is
-    # multiplied by the batch size. Weight decay per step is lr * (wd / lr) = wd.
+    # multiplied by the batch size. PyTorch's SGD adds the weight decay to the gradient,
+    # where momentum amplifies it by 1 / (1 - momentum); Keras's decays the weights
+    # directly, so it is divided by (1 - momentum) to decay as much.
     kilostep_scale = 1024 * (1 + 1 / (1 - hyp.momentum))
     base_rate = hyp.learning_rate / kilostep_scale * batch_size
-    decay = hyp.weight_decay * batch_size / kilostep_scale
+    decay = hyp.weight_decay * batch_size / kilostep_scale / (1 - hyp.momentum)
     steps_per_epoch = len(x_train) // batch_size
     total_steps = steps_per_epoch * epochs
     optimizer = keras.optimizers.SGD(
