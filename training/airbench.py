@@ -224,7 +224,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         history's `loss`, `accuracy` (last batch) and `val_accuracy` per epoch.
     """
     from training.architectures import with_flip_average
-    from training.train import TrainResult, make_pipeline, split_validation
+    from training.train import TrainResult, evaluate_splits, make_pipeline, split_validation
 
     hyp = AIRBENCH_RECIPE
     recipe = config.recipe
@@ -325,18 +325,13 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         model = with_flip_average(model)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (dataset.x_test, dataset.y_test)}
-    metrics = {}
-    for split, (x, y) in splits.items():
-        loss_value, accuracy_value = model.evaluate(make_pipeline(x, y, batch_size=500), verbose=0)
-        metrics[split] = {"loss": float(loss_value), "accuracy": float(accuracy_value)}
-        logger.info("%s: loss %.4f accuracy %.4f", split, loss_value, accuracy_value)
-    test_probabilities = model.predict(make_pipeline(dataset.x_test, dataset.y_test, batch_size=500), verbose=0)
+    metrics, test_probabilities = evaluate_splits(model, splits, batch_size=500)
     return TrainResult(
         model=model,
         history=history,
         epoch_seconds=epoch_seconds,
         metrics=metrics,
-        test_probabilities=np.asarray(test_probabilities, dtype=np.float32),
+        test_probabilities=test_probabilities,
         training_seconds=training_seconds,
         train_size=len(x_train),
         val_size=len(x_val),

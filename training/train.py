@@ -274,6 +274,31 @@ def make_callbacks(recipe: Recipe, run_dir: Path, *, resume: bool) -> list[keras
     return callbacks
 
 
+def evaluate_splits(
+    model: keras.Model, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, batch_size: int = 256
+) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """Loss and accuracy of a compiled model on each split, and its test probabilities.
+
+    Args:
+        model: Compiled with a loss and the `accuracy` metric.
+        splits: Split name -> (uint8 (N, H, W, C) images, int64 (N,) class indices);
+            must include `test`.
+        batch_size: Images per evaluation batch.
+
+    Returns:
+        `{split: {"loss": float, "accuracy": float}}` and float32 (N_test, classes)
+        probabilities on the test split.
+    """
+    metrics = {}
+    for split, (x, y) in splits.items():
+        loss, accuracy = model.evaluate(make_pipeline(x, y, batch_size=batch_size), verbose=0)
+        metrics[split] = {"loss": float(loss), "accuracy": float(accuracy)}
+        logger.info("%s: loss %.4f accuracy %.4f", split, loss, accuracy)
+    x_test, y_test = splits["test"]
+    probabilities = model.predict(make_pipeline(x_test, y_test, batch_size=batch_size), verbose=0)
+    return metrics, np.asarray(probabilities, dtype=np.float32)
+
+
 def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train `config.arch` on `dataset` with `config.recipe` and evaluate it.
 
@@ -343,19 +368,14 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
         "val": (x_val, y_val),
         "test": (dataset.x_test, dataset.y_test),
     }
-    metrics = {}
-    for split, (x, y) in splits.items():
-        loss, accuracy = model.evaluate(make_pipeline(x, y, batch_size=256), verbose=0)
-        metrics[split] = {"loss": float(loss), "accuracy": float(accuracy)}
-        logger.info("%s: loss %.4f accuracy %.4f", split, loss, accuracy)
-    test_probabilities = model.predict(make_pipeline(dataset.x_test, dataset.y_test, batch_size=256), verbose=0)
+    metrics, test_probabilities = evaluate_splits(model, splits)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(
         model=model,
         history=history,
         epoch_seconds=epoch_seconds,
         metrics=metrics,
-        test_probabilities=np.asarray(test_probabilities, dtype=np.float32),
+        test_probabilities=test_probabilities,
         training_seconds=training_seconds,
         train_size=len(x_train),
         val_size=len(x_val),
