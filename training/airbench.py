@@ -115,27 +115,46 @@ def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTen
 
 
 def build_airbench(
-    input_shape: tuple[int, ...], num_classes: int, *, widths: tuple[int, int, int] = WIDTHS
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    widths: tuple[int, int, int] = WIDTHS,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> keras.Model:
     """airbench93's network: whitening conv, 3 conv blocks, max-pool, scaled dense, softmax.
 
     Args:
-        input_shape: (height, width, channels) in pixels; (32, 32, 3) for CIFAR-10.
+        input_shape: (height, width, channels) in pixels; (32, 32, 3) for CIFAR-10,
+            (28, 28, 1) for the MNIST sets (27 -> 13 -> 6 -> 3 pixels after the whitening
+            and the blocks' pools, as 31 -> 15 -> 7 -> 3 for CIFAR-10).
         num_classes: Size of the softmax output.
         widths: Filters of the three blocks.
+        mean: Per channel, in [0, 1], subtracted by the first layer; by default
+            CIFAR-10's for 3 channels, 0.5 otherwise. `train_airbench` passes the training
+            set's.
+        std: Per channel, the divisor after it; by default CIFAR-10's, or 0.25.
 
     Returns:
         An uncompiled model from float32 (N, H, W, C) in [0, 1] to (N, classes)
         probabilities. For 32x32x3 and 10 classes: 570,296 parameters, of which the
         whitening kernel (288) is never trained, its bias (24) only in the first epochs,
         and the batch-norm statistics (1,280) are moving averages.
+
+    Raises:
+        ValueError: `mean` or `std` has not one value per channel.
     """
     channels = input_shape[-1]
     whiten_width = 2 * channels * WHITEN_KERNEL**2
     inputs = keras.Input(shape=input_shape)
-    mean = np.array(CIFAR_MEAN[:channels] if channels == 3 else [0.5] * channels, dtype=np.float32)
-    std = np.array(CIFAR_STD[:channels] if channels == 3 else [0.25] * channels, dtype=np.float32)
-    x = layers.Normalization(mean=mean, variance=std**2, name="normalize")(inputs)
+    if mean is None:
+        mean = CIFAR_MEAN if channels == 3 else (0.5,) * channels
+    if std is None:
+        std = CIFAR_STD if channels == 3 else (0.25,) * channels
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need {channels} values, one per channel: {mean}, {std}")
+    variance = np.square(np.asarray(std, dtype=np.float32))
+    x = layers.Normalization(mean=np.asarray(mean, dtype=np.float32), variance=variance, name="normalize")(inputs)
     x = layers.Conv2D(whiten_width, WHITEN_KERNEL, padding="valid", name="whiten")(x)
     x = layers.Activation("gelu", name="whiten_gelu")(x)
     for index, filters in enumerate(widths, start=1):
@@ -184,20 +203,23 @@ def triangle(
 
 
 class _Augmenter:
-    """airbench's translate-and-alternating-flip augmentation of a uint8 training set."""
+    """airbench's translate-and-alternating-flip augmentation of a uint8 training set
+    (without the flips where `flip` is false: digits)."""
 
-    def __init__(self, images: np.ndarray, *, translate: int, seed: int) -> None:
+    def __init__(self, images: np.ndarray, *, translate: int, seed: int, flip: bool = True) -> None:
         self.rng = np.random.default_rng(seed)
-        flip = self.rng.random(len(images)) < 0.5
-        flipped = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        if flip:
+            mirrored = self.rng.random(len(images)) < 0.5
+            images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
         pad = ((0, 0), (translate, translate), (translate, translate), (0, 0))
-        self.padded = np.pad(flipped, pad, mode="reflect")
+        self.padded = np.pad(images, pad, mode="reflect")
         self.translate = translate
+        self.flip = flip
         self.size = images.shape[1:3]
 
     def epoch(self, index: int) -> np.ndarray:
         """uint8 (N, H, W, C): every image shifted by up to `translate` pixels, and all of
-        them mirrored on odd epochs."""
+        them mirrored on odd epochs if `flip`."""
         n = len(self.padded)
         height, width = self.size
         shifts = self.rng.integers(0, 2 * self.translate + 1, size=(n, 2))
@@ -206,7 +228,7 @@ class _Augmenter:
             for dx in range(2 * self.translate + 1):
                 chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
                 out[chosen] = self.padded[chosen, dy : dy + height, dx : dx + width]
-        return out[:, :, ::-1] if index % 2 == 1 else out
+        return out[:, :, ::-1] if self.flip and index % 2 == 1 else out
 
 
 def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
@@ -223,7 +245,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         history's `loss`, `accuracy` (last batch) and `val_accuracy` per epoch.
     """
     from training.architectures import with_flip_average
-    from training.train import TrainResult, evaluate_splits, make_pipeline, split_validation
+    from training.train import MIRRORED_DATASETS, TrainResult, evaluate_splits, make_pipeline, split_validation
 
     hyp = AIRBENCH_RECIPE
     recipe = config.recipe
@@ -233,7 +255,10 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
     )
     batch_size = min(recipe.batch_size, len(x_train))
-    model = build_airbench(dataset.input_shape, dataset.num_classes)
+    # The training set's statistics: CIFAR-10's are airbench's constants to 3 decimals.
+    pixels = x_train.reshape(-1, x_train.shape[-1]).astype(np.float32) / 255.0
+    mean, std = tuple(pixels.mean(axis=0).tolist()), tuple(pixels.std(axis=0).tolist())
+    model = build_airbench(dataset.input_shape, dataset.num_classes, mean=mean, std=std)
 
     normalize = model.get_layer("normalize")
     sample = normalize(x_train[:5000].astype(np.float32) / 255.0)
@@ -274,7 +299,9 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         return train_step
 
     steps = {}
-    augmenter = _Augmenter(x_train, translate=hyp.translate, seed=config.seed)
+    augmenter = _Augmenter(
+        x_train, translate=hyp.translate, seed=config.seed, flip=dataset.name in MIRRORED_DATASETS
+    )
     val_data = make_pipeline(x_val, y_val, batch_size=1000)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_accuracy": [], "learning_rate": []}
     epoch_seconds: list[float] = []

@@ -69,3 +69,10 @@ def test_quick_training_exports_a_flip_averaged_model(data_dir: Path, tmp_path: 
     assert metadata["test_time_augmentation"] == "flip_average"
     assert len(metadata["epoch_seconds"]) == 1
     assert metadata["seconds_per_epoch"] > 0
+
+
+def test_augmenter_never_mirrors_digits() -> None:
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
+    augmenter = _Augmenter(images, translate=0, seed=0, flip=False)
+    np.testing.assert_array_equal(augmenter.epoch(0), images)
+    np.testing.assert_array_equal(augmenter.epoch(1), images)
