@@ -6,6 +6,7 @@ posted to `/predict`; the script prints the accuracy per source and overall for
 
     .venv/bin/python benchmarks/realworld.py --model custom2
     .venv/bin/python benchmarks/realworld.py --model custom2 --url http://127.0.0.1:8000
+    .venv/bin/python benchmarks/realworld.py --model ensemble --version 2
 
 Without `--url` the real app runs in this process over the shipped store (httpx through
 ASGI, the same requests and responses as over a socket).
@@ -47,7 +48,9 @@ def open_client(url: str | None, models_dir: Path) -> Iterator[httpx.Client]:
         yield client
 
 
-def evaluate(client: httpx.Client, images: Path, *, model: str, preprocess: str) -> dict[str, tuple[int, int]]:
+def evaluate(
+    client: httpx.Client, images: Path, *, model: str, preprocess: str, version: int | None = None
+) -> dict[str, tuple[int, int]]:
     """Post every image; return {source: (correct, total)} plus an `all` entry.
 
     Raises:
@@ -59,7 +62,8 @@ def evaluate(client: httpx.Client, images: Path, *, model: str, preprocess: str)
             continue
         label, source = path.stem.split("_")[:2]
         files = {"image": (path.name, path.read_bytes(), CONTENT_TYPES[path.suffix.lower()])}
-        response = client.post("/predict", params={"model": model, "preprocess": preprocess}, files=files)
+        params = {"model": model, "preprocess": preprocess} | ({"version": version} if version else {})
+        response = client.post("/predict", params=params, files=files)
         if response.status_code != 200:
             raise RuntimeError(f"{path.name}: HTTP {response.status_code} {response.text}")
         correct = response.json()["class_index"] == int(label)
@@ -72,13 +76,19 @@ def evaluate(client: httpx.Client, images: Path, *, model: str, preprocess: str)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="custom2", help="arch or dataset/arch")
+    parser.add_argument("--version", type=int, help="a version label; default: the newest")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--url", help="a running server; default: the app in this process")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
     args = parser.parse_args(argv)
     with open_client(args.url, args.models_dir) as client:
-        results = {mode: evaluate(client, args.images, model=args.model, preprocess=mode) for mode in ("auto", "none")}
-    print(f"{args.model} on {args.images.relative_to(ROOT) if args.images.is_relative_to(ROOT) else args.images}")
+        results = {
+            mode: evaluate(client, args.images, model=args.model, preprocess=mode, version=args.version)
+            for mode in ("auto", "none")
+        }
+    label = f"{args.model} v{args.version}" if args.version else args.model
+    shown = args.images.relative_to(ROOT) if args.images.is_relative_to(ROOT) else args.images
+    print(f"{label} on {shown}")
     print(f"{'source':<10}{'images':>8}{'preprocess=auto':>18}{'preprocess=none':>18}")
     for source in sorted(results["auto"], key=lambda key: (key == "all", key)):
         correct_auto, total = results["auto"][source]

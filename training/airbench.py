@@ -299,9 +299,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         return train_step
 
     steps = {}
-    augmenter = _Augmenter(
-        x_train, translate=hyp.translate, seed=config.seed, flip=dataset.name in MIRRORED_DATASETS
-    )
+    augmenter = _Augmenter(x_train, translate=hyp.translate, seed=config.seed, flip=dataset.name in MIRRORED_DATASETS)
     val_data = make_pipeline(x_val, y_val, batch_size=1000)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_accuracy": [], "learning_rate": []}
     epoch_seconds: list[float] = []

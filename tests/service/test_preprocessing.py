@@ -85,6 +85,26 @@ def test_dark_ink_on_paper_looks_like_the_white_on_black_original() -> None:
     assert np.abs(original - photo).mean() < 0.06
 
 
+def test_specks_apart_from_the_digit_do_not_shrink_it() -> None:
+    clean = digit_on_paper(_mnist_digit())
+    dusty = clean.copy()
+    for corner in [(3, 3), (dusty.width - 5, dusty.height - 5), (dusty.width - 6, 10)]:
+        dusty.paste((40, 40, 40), (*corner, corner[0] + 2, corner[1] + 2))  # dust: 2x2 px dark dots
+    original = preprocess(clean, "mnist", (28, 28, 1))
+    # Not bit-identical: the dust's ink takes part in the image's contrast stretch.
+    assert np.abs(preprocess(dusty, "mnist", (28, 28, 1)) - original).mean() < 0.01
+
+
+def test_parts_of_a_broken_digit_are_all_kept() -> None:
+    # A 7 whose bar and stem do not touch: both parts are the digit, neither a speck.
+    drawing = Image.new("L", (200, 200), 255)
+    drawing.paste(0, (40, 30, 160, 50))  # the bar, 120 x 20 px
+    drawing.paste(0, (120, 62, 140, 180))  # the stem, 20 x 118 px, 12 px below the bar
+    result = preprocess(drawing, "mnist", (28, 28, 1))[..., 0]
+    rows = np.flatnonzero(result.max(axis=1) > 0.1)
+    assert rows[-1] - rows[0] + 1 in (20, 21, 22)  # the whole 150 px height scaled to 20 px
+
+
 def test_transparent_drawing_is_flattened_onto_white() -> None:
     digit = _mnist_digit()
     drawing = Image.new("RGBA", (140, 140), (0, 0, 0, 0))
