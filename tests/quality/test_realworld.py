@@ -20,7 +20,9 @@ def test_custom2_reads_real_world_digits(shipped_client: TestClient) -> None:
 
 
 def test_the_default_mnist_model_reads_real_world_digits(shipped_client: TestClient) -> None:
-    # 95.2% measured on 2026-11-25 (docs/models.md); the target of 97.5% is not reached.
+    # 97.6% (244 of 250) measured on 2026-11-26 with ensemble v4 (docs/models.md); the
+    # issue's target is 97.5%. The bound leaves room for one image read differently after
+    # a change of Pillow or TensorFlow.
     results = evaluate(shipped_client, DEFAULT_IMAGES, model="mnist", preprocess="auto")
     correct, total = results["all"]
-    assert correct / total >= 0.94, results
+    assert correct / total >= 0.972, results
