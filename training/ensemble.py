@@ -1,12 +1,14 @@
 """Ensembles as models: one SavedModel that answers the weighted mean of its members' probabilities.
 
 `python -m training ensemble --dataset mnist --members custom2,custom4,custom5 [--search]`
-loads the members' SavedModels from the store, scores them on the validation split their
-runs held out (the same images for every member: same seed and validation fraction, or the
-command refuses), optionally searches the subsets of the listed members for the most
-accurate on that split (never on the test set), and exports the chosen ensemble as a store
-version with the same `serving_default` signature (`images` -> `probabilities`) as any model,
-its metadata listing the members and its own test accuracy and confusion matrix.
+loads the members' SavedModels from the store, scores them on the validation images none of
+them trained on (with one seed, `split_validation` holds out the last images of one
+permutation, so a smaller fraction's images are held out by every larger one too: the
+smallest fraction is used; different seeds are refused), optionally searches the subsets
+of the listed members for the most accurate on that split (never on the test set), and
+exports the chosen ensemble as a store version with the same `serving_default` signature
+(`images` -> `probabilities`) as any model, its metadata listing the members and its own
+test accuracy and confusion matrix.
 """
 
 from __future__ import annotations
@@ -159,22 +161,22 @@ def make_ensemble(
     """Choose (with `search`) and export an ensemble of store models; return its version folder.
 
     Raises:
-        ValueError: Fewer than two members, weights not matching them, members trained
-            with different or unrecorded validation splits (the search would see training
-            images), or (with `search`) no subset more accurate on validation than its best
+        ValueError: Fewer than two members, weights not matching them, members whose
+            validation splits come from different seeds or are unrecorded (the search would
+            see training images), or (with `search`) no subset more accurate on validation than its best
             member alone.
         FileNotFoundError: A member is not in the store.
     """
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two members")
-    splits = {(member.metadata.seed, (member.metadata.recipe or {}).get("validation_split")) for member in members}
-    if len(splits) != 1:
-        found = {member.name: (member.metadata.seed, (member.metadata.recipe or {}).get("validation_split"))
-                 for member in members}  # fmt: skip
-        raise ValueError(f"members held out different validation images (seed, fraction): {found}")
-    seed, fraction = splits.pop()
-    if seed is None or fraction is None:
+    splits = {member.name: (member.metadata.seed, (member.metadata.recipe or {}).get("validation_split"))
+              for member in members}  # fmt: skip
+    seeds = {seed for seed, _ in splits.values()}
+    if len(seeds) != 1:
+        raise ValueError(f"members held out different validation images (seed, fraction): {splits}")
+    seed, fraction = seeds.pop(), min((f for _, f in splits.values() if f is not None), default=None)
+    if seed is None or fraction is None or any(f is None for _, f in splits.values()):
         raise ValueError("the members' metadata do not record the validation split (seed, validation_split)")
     _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction=fraction, seed=seed)
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from modelstore import ModelMetadata
 from tests.conftest import export_tiny_model
 from training.datasets import Dataset
 from training.ensemble import load_member, make_ensemble, search_members
+from training.train import split_validation
 
 
 def test_search_keeps_the_subset_most_accurate_on_validation() -> None:
@@ -25,12 +26,16 @@ def test_search_keeps_the_subset_most_accurate_on_validation() -> None:
 
 
 def _store_with_members(
-    store: Path, *, fractions: tuple[float, float] = (0.15, 0.15), seeds: tuple[int, int] = (0, 1)
+    store: Path,
+    *,
+    fractions: tuple[float, float] = (0.15, 0.15),
+    seeds: tuple[int, int] = (0, 1),
+    split_seeds: tuple[int, int] = (42, 42),
 ) -> None:
-    for seed, arch, fraction in zip(seeds, ("a", "b"), fractions, strict=True):
+    for seed, arch, fraction, split_seed in zip(seeds, ("a", "b"), fractions, split_seeds, strict=True):
         folder = export_tiny_model(store, "mnist", arch, seed=seed)
         metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
-        metadata = metadata.model_copy(update={"seed": 42, "recipe": {"validation_split": fraction}})
+        metadata = metadata.model_copy(update={"seed": split_seed, "recipe": {"validation_split": fraction}})
         (folder / "metadata.json").write_text(metadata.model_dump_json())
 
 
@@ -66,13 +71,28 @@ def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path
     assert (folder / "confusion_matrix.png").is_file()
 
 
-def test_members_with_different_validation_splits_are_refused(tmp_path: Path, small_mnist: Dataset) -> None:
-    _store_with_members(tmp_path, fractions=(0.15, 0.1))
+def test_members_with_validation_splits_of_different_seeds_are_refused(tmp_path: Path, small_mnist: Dataset) -> None:
+    _store_with_members(tmp_path, split_seeds=(42, 7))
     with pytest.raises(ValueError, match="different validation images"):
         make_ensemble(
             small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=True,
             max_members=5, command="python -m training ensemble",
         )  # fmt: skip
+
+
+def test_members_with_nested_validation_splits_are_scored_on_the_smaller(tmp_path: Path, small_mnist: Dataset) -> None:
+    # One seed: the 10% split's images are the last 40 of the permutation whose last 60 the
+    # 15% split holds out, so neither member trained on them.
+    _store_with_members(tmp_path, fractions=(0.15, 0.1))
+    _, _, x_small, _ = split_validation(small_mnist.x_train, small_mnist.y_train, fraction=0.1, seed=42)
+    _, _, x_large, _ = split_validation(small_mnist.x_train, small_mnist.y_train, fraction=0.15, seed=42)
+    assert {image.tobytes() for image in x_small} <= {image.tobytes() for image in x_large}
+    folder = make_ensemble(
+        small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=False,
+        max_members=5, command="python -m training ensemble",
+    )  # fmt: skip
+    metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
+    assert metadata.val_size == 40 and (metadata.recipe or {})["validation_split"] == 0.1
 
 
 def test_an_ensemble_no_better_than_its_best_member_is_not_exported(tmp_path: Path, small_mnist: Dataset) -> None:
