@@ -7,9 +7,9 @@ in [0, 1].
 
 Preprocessing methods (named in metadata.json and in every response):
 
-- `mnist`: the MNIST construction (LeCun et al.): ink made bright on a dark background,
-  cropped to the bounding box of the digit (specks of dust or paper texture apart from it
-  left out), the longer side scaled to 20 px with anti-aliasing, pasted
+- `mnist`: the MNIST construction (LeCun et al.): uneven lighting of a photo divided out,
+  ink made bright on a dark background, cropped to the bounding box of the digit (specks
+  of dust or paper texture apart from it left out), the longer side scaled to 20 px with anti-aliasing, pasted
   into 28x28 with its centre of mass at the centre.
 - `fashion_mnist`: grayscale, light-on-dark (a product shot on a light background is
   inverted), the object fitted into the frame keeping its aspect ratio.
@@ -65,6 +65,17 @@ INK_THRESHOLD = 0.2
 
 MNIST_BOX = 20
 """MNIST digits are scaled so that their longer side is 20 px inside the 28x28 frame."""
+
+LIGHTING_GRID = 64
+"""Longer side, in pixels, of the thumbnail on which the paper's brightness is estimated."""
+
+LIGHTING_KERNEL = 0.1
+"""Side of the closing that removes the ink from that thumbnail, as a fraction of its longer
+side: wider than any stroke of a digit that fills the frame, narrower than a shadow."""
+
+UNEVEN_LIGHTING = 40
+"""Gray levels (of 255) that the paper's estimated brightness must vary by along the
+image's border (between its 10th and 90th percentiles) before it is evened out; paper lit evenly, a scan or a drawing, is left as it is."""
 
 SPECK_FRACTION = 0.02
 """Ink apart from the digit whose mass is below this fraction of the heaviest band's is a
@@ -260,6 +271,50 @@ def _border_median(pixels: np.ndarray, *, corners_only: bool = False) -> int:
     return int(np.partition(values, middle)[middle])
 
 
+def _even_lighting(gray: Image.Image) -> Image.Image:
+    """Divide out uneven lighting (a shadow, a lamp's falloff) from a photo of ink on paper.
+
+    The paper's brightness is estimated on a thumbnail (`LIGHTING_GRID`) by a grayscale
+    closing (max then min filter, `LIGHTING_KERNEL`) that removes dark strokes but keeps a
+    shadow's edge, for light paper, or an opening for a dark board. If it varies by
+    `UNEVEN_LIGHTING` or more along the border, each pixel's ink becomes its contrast
+    relative to the paper behind it: flat-field correction, as in document scanners. A
+    shadow darkens the ink as much as the paper, so the ratio is what stays the same.
+
+    Returns:
+        The `L` image with the paper made even at its brightest level (dark paper at its
+        darkest), or `gray` itself if the lighting is even or the image smaller than
+        `LIGHTING_GRID` (a crop of the digit, with no room for a shadow).
+    """
+    if min(gray.size) < LIGHTING_GRID:
+        return gray
+    factor = max(1, max(gray.size) // LIGHTING_GRID)
+    small = gray.reduce(factor) if factor > 1 else gray
+    kernel = 2 * round(LIGHTING_KERNEL * max(small.size) / 2) + 1
+    light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
+    if light_paper:
+        paper = small.filter(ImageFilter.MaxFilter(kernel)).filter(ImageFilter.MinFilter(kernel))
+    else:
+        paper = small.filter(ImageFilter.MinFilter(kernel)).filter(ImageFilter.MaxFilter(kernel))
+    # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
+    # always reaches; percentiles, not the extremes, for a digit that touches the border.
+    cells = _pixels(paper)
+    border = np.concatenate([cells[[0, -1]].ravel(), cells[1:-1, [0, -1]].ravel()])
+    darkest, brightest = np.percentile(border, [10, 90])
+    if brightest - darkest < UNEVEN_LIGHTING:
+        return gray
+    behind = _pixels(paper.filter(ImageFilter.BoxBlur(1)).resize(gray.size, Image.Resampling.BILINEAR))
+    pixels = _pixels(gray).astype(np.float32)
+    behind = behind.astype(np.float32)
+    if light_paper:  # darkness relative to the paper, then back to dark ink on white
+        contrast = (behind - pixels) / np.maximum(behind, 1.0)
+        levels = 255.0 * (1.0 - np.clip(contrast, 0.0, 1.0))
+    else:
+        contrast = (pixels - behind) / np.maximum(255.0 - behind, 1.0)
+        levels = 255.0 * np.clip(contrast, 0.0, 1.0)
+    return _gray_image(levels.round().astype(np.uint8))
+
+
 def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:
     """Invert an `L` image whose background is light; return it and its background level."""
     median = _border_median(_pixels(gray), corners_only=corners_only)
@@ -423,7 +478,7 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
 
 def preprocess_mnist(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np.ndarray:
     """The MNIST procedure; returns float32 (28, 28, 1) in [0, 1], white ink on black."""
-    ink = _ink(_reduce(_to_8bit(image, "L"), WORKING_SIZE))
+    ink = _ink(_even_lighting(_reduce(_to_8bit(image, "L"), WORKING_SIZE)))
     box = _digit_box(ink) if ink is not None else None
     if ink is None or box is None:
         return np.zeros((*size, 1), dtype=np.float32)

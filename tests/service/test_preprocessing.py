@@ -95,6 +95,16 @@ def test_specks_apart_from_the_digit_do_not_shrink_it() -> None:
     assert np.abs(preprocess(dusty, "mnist", (28, 28, 1)) - original).mean() < 0.01
 
 
+def test_a_photo_lit_unevenly_reads_like_one_lit_evenly() -> None:
+    even = digit_on_paper(_mnist_digit(), scale=20, margin=300)  # 1160 px, the digit 560 px
+    pixels = np.asarray(even, dtype=np.float32)
+    width = pixels.shape[1]
+    falloff = np.linspace(1.0, 0.5, width, dtype=np.float32)[None, :, None]  # a lamp on the left
+    uneven = Image.fromarray((pixels * falloff).astype(np.uint8))
+    original = preprocess(even, "mnist", (28, 28, 1))
+    assert np.abs(preprocess(uneven, "mnist", (28, 28, 1)) - original).mean() < 0.03
+
+
 def test_parts_of_a_broken_digit_are_all_kept() -> None:
     # A 7 whose bar and stem do not touch: both parts are the digit, neither a speck.
     drawing = Image.new("L", (200, 200), 255)

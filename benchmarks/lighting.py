@@ -1,0 +1,95 @@
+"""Accuracy on photos of digits under uneven light: MNIST test digits as ink on paper.
+
+Each of the first `--count` MNIST test digits is drawn as dark ink (420 px) at a random place
+on a 1600x1200 photo of paper, JPEG quality 85, under four lightings:
+
+- `even`: the paper at one brightness;
+- `falloff`: a lamp's falloff, from 250 to about 120 gray levels across the page;
+- `shadow`: a half-disc shadow 110 levels deep inside the page (soft edge);
+- `edge_shadow`: a shadow entering from an edge at a random angle, 100 levels deep, with
+  vignetting.
+
+Each photo goes through the service's preprocessing (`prepare_image`, method `mnist`) and the
+model's SavedModel; the script prints the accuracy per lighting.
+
+    .venv/bin/python benchmarks/lighting.py --model models_store/mnist/ensemble/4 --count 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+LIGHTINGS = ("even", "falloff", "shadow", "edge_shadow")
+WIDTH, HEIGHT, DIGIT = 1600, 1200, 420
+
+
+def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """The paper's brightness, float32 (HEIGHT, WIDTH) in gray levels."""
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    if kind == "even":
+        return np.full((HEIGHT, WIDTH), 225.0, np.float32)
+    if kind == "falloff":
+        return 250 - 130 * (xx / WIDTH) * (0.6 + 0.4 * yy / HEIGHT)
+    if kind == "shadow":
+        cx, cy = rng.uniform(0.2, 0.8) * WIDTH, rng.uniform(0.2, 0.8) * HEIGHT
+        light = 235.0 - 110 * ((((xx - cx) ** 2 + (yy - cy) ** 2) < (0.35 * WIDTH) ** 2) & (xx > cx))
+        blur = 25
+    else:
+        angle = rng.uniform(0, 2 * np.pi)
+        across = (xx - WIDTH / 2) * np.cos(angle) + (yy - HEIGHT / 2) * np.sin(angle)
+        vignette = ((xx - WIDTH / 2) / WIDTH) ** 2 + ((yy - HEIGHT / 2) / HEIGHT) ** 2
+        light = 235.0 - 100 * (across > rng.uniform(0.25, 0.45) * min(WIDTH, HEIGHT)) - 40 * vignette
+        blur = 15
+    soft = Image.fromarray(light.astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
+    return np.asarray(soft, dtype=np.float32)
+
+
+def photo(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
+    """JPEG bytes of an MNIST digit (uint8 28x28, white on black) as ink on lit paper."""
+    ink = np.zeros((HEIGHT, WIDTH), np.float32)
+    left, top = int(rng.uniform(300, 800)), int(rng.uniform(200, 600))
+    enlarged = Image.fromarray(digit).resize((DIGIT, DIGIT), Image.Resampling.BICUBIC)
+    ink[top : top + DIGIT, left : left + DIGIT] = np.asarray(enlarged, np.float32) / 255
+    paper = lighting(kind, rng)[..., None] * np.array([1.0, 0.97, 0.9], np.float32)
+    pixels = paper * (1 - 0.8 * ink[..., None]) + rng.normal(0, 6, (HEIGHT, WIDTH, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models_store" / "mnist" / "ensemble" / "4")
+    parser.add_argument("--count", type=int, default=60, help="MNIST test digits, each under every lighting")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import tensorflow as tf
+
+    from app.inference.preprocessing import prepare_image
+    from training.datasets import load_dataset
+
+    dataset = load_dataset("mnist", args.data_dir).take(10, args.count)
+    serve = tf.saved_model.load(str(args.model)).signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    correct = dict.fromkeys(LIGHTINGS, 0)
+    for digit, label in zip(dataset.x_test[..., 0], dataset.y_test, strict=True):
+        for kind in LIGHTINGS:
+            model_input = prepare_image(photo(digit, kind, rng), method="mnist", shape=(28, 28, 1), max_pixels=10**8)
+            (probabilities,) = serve(images=tf.constant(model_input[np.newaxis])).values()
+            correct[kind] += int(np.argmax(probabilities[0]) == label)
+    print(f"{args.model} on {args.count} MNIST test digits photographed on paper")
+    for kind in LIGHTINGS:
+        print(f"{kind:<12}{correct[kind] / args.count:>8.1%}  ({correct[kind]}/{args.count})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
