@@ -105,6 +105,17 @@ def test_a_photo_lit_unevenly_reads_like_one_lit_evenly() -> None:
     assert np.abs(preprocess(uneven, "mnist", (28, 28, 1)) - original).mean() < 0.03
 
 
+@pytest.mark.parametrize("grid", [False, True], ids=["ruled", "graph"])
+def test_the_lines_of_notebook_paper_are_not_ink(grid: bool) -> None:
+    plain = digit_on_paper(_mnist_digit(), scale=20, margin=300)
+    pixels = np.array(plain)
+    pixels[np.arange(pixels.shape[0]) % 70 < 3] = (150, 180, 220)  # light blue rules, 3 px
+    if grid:
+        pixels[:, np.arange(pixels.shape[1]) % 70 < 3] = (150, 180, 220)
+    original = preprocess(plain, "mnist", (28, 28, 1))
+    assert np.abs(preprocess(Image.fromarray(pixels), "mnist", (28, 28, 1)) - original).mean() < 0.03
+
+
 def test_parts_of_a_broken_digit_are_all_kept() -> None:
     # A 7 whose bar and stem do not touch: both parts are the digit, neither a speck.
     drawing = Image.new("L", (200, 200), 255)

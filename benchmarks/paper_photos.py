@@ -1,18 +1,20 @@
-"""Accuracy on photos of digits under uneven light: MNIST test digits as ink on paper.
+"""Accuracy on photos of digits on paper: MNIST test digits as ink, under uneven light, on ruled paper.
 
 Each of the first `--count` MNIST test digits is drawn as dark ink (420 px) at a random place
-on a 1600x1200 photo of paper, JPEG quality 85, under four lightings:
+on a 1600x1200 photo of paper, JPEG quality 85, in six conditions:
 
 - `even`: the paper at one brightness;
 - `falloff`: a lamp's falloff, from 250 to about 120 gray levels across the page;
 - `shadow`: a half-disc shadow 110 levels deep inside the page (soft edge);
 - `edge_shadow`: a shadow entering from an edge at a random angle, 100 levels deep, with
-  vignetting.
+  vignetting;
+- `ruled`: evenly lit notebook paper, light blue lines 3 px thick every 70 px;
+- `grid`: the same lines across and down (graph paper).
 
 Each photo goes through the service's preprocessing (`prepare_image`, method `mnist`) and the
-model's SavedModel; the script prints the accuracy per lighting.
+model's SavedModel; the script prints the accuracy per condition.
 
-    .venv/bin/python benchmarks/lighting.py --model models_store/mnist/ensemble/4 --count 60
+    .venv/bin/python benchmarks/paper_photos.py --model models_store/mnist/ensemble/4 --count 60
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHTINGS = ("even", "falloff", "shadow", "edge_shadow")
+CONDITIONS = ("even", "falloff", "shadow", "edge_shadow", "ruled", "grid")
+RULE_COLOUR = (150, 180, 220)
 WIDTH, HEIGHT, DIGIT = 1600, 1200, 420
 
 
 def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
     """The paper's brightness, float32 (HEIGHT, WIDTH) in gray levels."""
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    if kind == "even":
+    if kind in ("even", "ruled", "grid"):
         return np.full((HEIGHT, WIDTH), 225.0, np.float32)
     if kind == "falloff":
         return 250 - 130 * (xx / WIDTH) * (0.6 + 0.4 * yy / HEIGHT)
@@ -52,12 +55,17 @@ def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def photo(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
-    """JPEG bytes of an MNIST digit (uint8 28x28, white on black) as ink on lit paper."""
+    """JPEG bytes of an MNIST digit (uint8 28x28, white on black) as ink on paper in condition `kind`."""
     ink = np.zeros((HEIGHT, WIDTH), np.float32)
     left, top = int(rng.uniform(300, 800)), int(rng.uniform(200, 600))
     enlarged = Image.fromarray(digit).resize((DIGIT, DIGIT), Image.Resampling.BICUBIC)
     ink[top : top + DIGIT, left : left + DIGIT] = np.asarray(enlarged, np.float32) / 255
     paper = lighting(kind, rng)[..., None] * np.array([1.0, 0.97, 0.9], np.float32)
+    if kind in ("ruled", "grid"):
+        paper = np.broadcast_to(paper, (HEIGHT, WIDTH, 3)).copy()
+        paper[np.arange(HEIGHT) % 70 < 3] = RULE_COLOUR
+        if kind == "grid":
+            paper[:, np.arange(WIDTH) % 70 < 3] = RULE_COLOUR
     pixels = paper * (1 - 0.8 * ink[..., None]) + rng.normal(0, 6, (HEIGHT, WIDTH, 1))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)
@@ -79,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset("mnist", args.data_dir).take(10, args.count)
     serve = tf.saved_model.load(str(args.model)).signatures["serving_default"]
     rng = np.random.default_rng(0)
-    correct = dict.fromkeys(LIGHTINGS, 0)
+    correct = dict.fromkeys(CONDITIONS, 0)
     for digit, label in zip(dataset.x_test[..., 0], dataset.y_test, strict=True):
-        for kind in LIGHTINGS:
+        for kind in CONDITIONS:
             model_input = prepare_image(photo(digit, kind, rng), method="mnist", shape=(28, 28, 1), max_pixels=10**8)
             (probabilities,) = serve(images=tf.constant(model_input[np.newaxis])).values()
             correct[kind] += int(np.argmax(probabilities[0]) == label)
     print(f"{args.model} on {args.count} MNIST test digits photographed on paper")
-    for kind in LIGHTINGS:
+    for kind in CONDITIONS:
         print(f"{kind:<12}{correct[kind] / args.count:>8.1%}  ({correct[kind]}/{args.count})")
     return 0
 
