@@ -404,14 +404,19 @@ def _rules(inked: np.ndarray, *, axis: int) -> np.ndarray:
     if not lines.any():
         return lines
     thickest = max(2, round(RULE_THICKNESS * inked.shape[1 - axis]))
-    marked = np.flatnonzero(lines)
-    breaks = np.flatnonzero(np.diff(marked) > 1)
-    starts = marked[np.concatenate(([0], breaks + 1))]
-    ends = marked[np.concatenate((breaks, [len(marked) - 1]))] + 1
-    for start, end in zip(starts, ends, strict=True):
+    for start, end in zip(*_bands(np.flatnonzero(lines)), strict=True):
         if end - start > thickest:  # a stroke, not a line
             lines[start:end] = False
     return lines
+
+
+def _bands(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of consecutive values in sorted, non-empty int indices: (starts, ends), each
+    run being [start, end)."""
+    breaks = np.flatnonzero(np.diff(indices) > 1)
+    starts = indices[np.concatenate(([0], breaks + 1))]
+    ends = indices[np.concatenate((breaks, [len(indices) - 1]))] + 1
+    return starts, ends
 
 
 def _digit_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -442,9 +447,7 @@ def _heavy_span(profile: np.ndarray) -> tuple[int, int]:
     first, last = int(inked[0]), int(inked[-1])
     if last - first + 1 == len(inked):  # one band: the common case of a digit alone
         return first, last + 1
-    breaks = np.flatnonzero(np.diff(inked) > 1)
-    starts = inked[np.concatenate(([0], breaks + 1))]
-    ends = inked[np.concatenate((breaks, [len(inked) - 1]))] + 1
+    starts, ends = _bands(inked)
     cumulative = np.concatenate(([0], np.cumsum(profile)))
     masses = cumulative[ends] - cumulative[starts]
     heavy = np.flatnonzero(masses >= SPECK_FRACTION * masses.max())
