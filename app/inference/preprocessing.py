@@ -7,10 +7,11 @@ in [0, 1].
 
 Preprocessing methods (named in metadata.json and in every response):
 
-- `mnist`: the MNIST construction (LeCun et al.): uneven lighting of a photo divided out,
-  ink made bright on a dark background, cropped to the bounding box of the digit (specks
-  of dust or paper texture apart from it left out), the longer side scaled to 20 px with anti-aliasing, pasted
-  into 28x28 with its centre of mass at the centre.
+- `mnist`: the MNIST construction (LeCun et al.): ink made bright on a dark background,
+  cropped to the bounding box of the digit, the longer side scaled to 20 px with
+  anti-aliasing, pasted into 28x28 with its centre of mass at the centre. For photos, the
+  paper's uneven lighting is divided out, ruled lines are cleared, and specks apart from
+  the digit are left out of its box.
 - `fashion_mnist`: grayscale, light-on-dark (a product shot on a light background is
   inverted), the object fitted into the frame keeping its aspect ratio.
 - `cifar10`: RGB, the shorter side resized to 32 px, centre crop.
@@ -535,12 +536,14 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
 
 def preprocess_mnist(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np.ndarray:
     """The MNIST procedure; returns float32 (28, 28, 1) in [0, 1], white ink on black."""
+    blank = np.zeros((*size, 1), dtype=np.float32)
     ink = _ink(_even_lighting(_reduce(_to_8bit(image, "L"), WORKING_SIZE)))
-    if ink is not None:
-        ink = _without_rules(ink)
-    box = _digit_box(ink) if ink is not None else None
-    if ink is None or box is None:
-        return np.zeros((*size, 1), dtype=np.float32)
+    if ink is None:
+        return blank
+    ink = _without_rules(ink)
+    box = _digit_box(ink)
+    if box is None:
+        return blank
     left, top, right, bottom = box
     digit = _fit_digit(_gray_image(ink[top:bottom, left:right]), round(MNIST_BOX * size[0] / 28))
     return _paste_centred(digit, size[0], centre_of_mass=True)[..., np.newaxis]
