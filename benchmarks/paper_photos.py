@@ -9,7 +9,8 @@ on a 1600x1200 photo of paper, JPEG quality 85, in six conditions:
 - `edge_shadow`: a shadow entering from an edge at a random angle, 100 levels deep, with
   vignetting;
 - `ruled`: evenly lit notebook paper, light blue lines 3 px thick every 70 px;
-- `grid`: the same lines across and down (graph paper).
+- `grid`: the same lines across and down (graph paper);
+- `desk`: the sheet, evenly lit, covering 60-85% of each side of a photo of a darker desk.
 
 Each photo goes through the service's preprocessing (`prepare_image`, method `mnist`) and the
 model's SavedModel; the script prints the accuracy per condition.
@@ -28,15 +29,16 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDITIONS = ("even", "falloff", "shadow", "edge_shadow", "ruled", "grid")
+CONDITIONS = ("even", "falloff", "shadow", "edge_shadow", "ruled", "grid", "desk")
 RULE_COLOUR = (150, 180, 220)
+DESK_COLOURS = [(60, 45, 35), (150, 120, 90), (90, 90, 95)]  # dark wood, light wood, grey
 WIDTH, HEIGHT, DIGIT = 1600, 1200, 420
 
 
 def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
     """The paper's brightness, float32 (HEIGHT, WIDTH) in gray levels."""
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    if kind in ("even", "ruled", "grid"):
+    if kind in ("even", "ruled", "grid", "desk"):
         return np.full((HEIGHT, WIDTH), 225.0, np.float32)
     if kind == "falloff":
         return 250 - 130 * (xx / WIDTH) * (0.6 + 0.4 * yy / HEIGHT)
@@ -66,6 +68,12 @@ def photo(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
         paper[np.arange(HEIGHT) % 70 < 3] = RULE_COLOUR
         if kind == "grid":
             paper[:, np.arange(WIDTH) % 70 < 3] = RULE_COLOUR
+    if kind == "desk":  # the sheet around the digit, the rest a desk
+        top, bottom = int(rng.uniform(0.05, 0.15) * HEIGHT), int(rng.uniform(0.85, 0.95) * HEIGHT)
+        sheet_left, sheet_right = int(rng.uniform(0.05, 0.15) * WIDTH), int(rng.uniform(0.85, 0.95) * WIDTH)
+        desk = np.broadcast_to(np.array(rng.choice(DESK_COLOURS), np.float32), (HEIGHT, WIDTH, 3)).copy()
+        desk[top:bottom, sheet_left:sheet_right] = paper[top:bottom, sheet_left:sheet_right]
+        paper = desk
     pixels = paper * (1 - 0.8 * ink[..., None]) + rng.normal(0, 6, (HEIGHT, WIDTH, 1))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)

@@ -82,6 +82,19 @@ UNEVEN_LIGHTING = 40
 image's border (between its 10th and 90th percentiles) before it is evened out: paper lit
 evenly, a scan or a drawing is left as it is."""
 
+PAPER_KERNEL = 0.25
+"""Side of the opening that finds a sheet of paper in a photo, as a fraction of the
+thumbnail's longer side: it removes every stroke of a digit, even one filling the frame,
+and keeps a sheet that covers a fifth of the photo or more (`PAPER_AREA`)."""
+
+PAPER_AREA = 0.2
+"""Least fraction of the photo a sheet of paper covers; a bold digit, light on a dark ground,
+may survive the opening in part, but covers less."""
+
+PAPER_CONTRAST = 60
+"""Gray levels (of 255) by which a sheet must be brighter than the border of the photo (a
+desk, a table) to be cropped to."""
+
 RULE_COVERAGE = 0.6
 """A row (column) of ink is part of a ruled line of notebook paper if at least this fraction
 of its pixels are ink and its ink reaches both edges of the image."""
@@ -282,6 +295,48 @@ def _border_median(pixels: np.ndarray, *, corners_only: bool = False) -> int:
     values = np.concatenate([strip.ravel() for strip in strips])
     middle = (values.size - 1) // 2  # the lower median: a gray level that occurs in the frame
     return int(np.partition(values, middle)[middle])
+
+
+def _paper(gray: Image.Image) -> Image.Image:
+    """Crop a photo of a sheet of paper lying on a darker desk to the sheet.
+
+    Otherwise the desk, darker than the paper all along the border, would be taken for the
+    background and the paper for a huge bright stroke. The sheet is what is left bright
+    after an opening (min then max filter, `PAPER_KERNEL`) of a `LIGHTING_GRID` thumbnail,
+    which removes strokes of any width a digit has; it must be `PAPER_CONTRAST` brighter than
+    the border's median. The crop is inset by 1.5% of each side, past the sheet's edge and
+    its shadow.
+
+    Returns:
+        The sheet, cropped from `gray`, or `gray` itself if there is none (the paper fills
+        the photo, or the image is a scan, a drawing or smaller than `LIGHTING_GRID`).
+    """
+    if min(gray.size) < LIGHTING_GRID:
+        return gray
+    factor = max(1, max(gray.size) // LIGHTING_GRID)
+    small = gray.reduce(factor) if factor > 1 else gray
+    kernel = 2 * round(PAPER_KERNEL * max(small.size) / 2) + 1
+    opened = _pixels(small.filter(ImageFilter.MinFilter(kernel)).filter(ImageFilter.MaxFilter(kernel)))
+    desk = _border_median(_pixels(small))
+    sheet = opened >= desk + PAPER_CONTRAST
+    if sheet.mean() < PAPER_AREA:  # no sheet, or a bold digit on a dark ground
+        return gray
+    # The sheet's extent: rows and columns at least half as bright-covered as the most; a
+    # digit near the sheet's edge lowers its rows' cover, the desk leaves none.
+    bright = _pixels(small) >= (desk + int(np.median(opened[sheet]))) // 2
+    row_cover, column_cover = bright.mean(axis=1), bright.mean(axis=0)
+    rows = np.flatnonzero(row_cover >= row_cover.max() / 2)
+    columns = np.flatnonzero(column_cover >= column_cover.max() / 2)
+    inset_x, inset_y = round(0.015 * gray.width), round(0.015 * gray.height)
+    box = (
+        min(gray.width, int(columns[0]) * factor + inset_x),
+        min(gray.height, int(rows[0]) * factor + inset_y),
+        max(0, (int(columns[-1]) + 1) * factor - inset_x),
+        max(0, (int(rows[-1]) + 1) * factor - inset_y),
+    )
+    if box[2] - box[0] < LIGHTING_GRID or box[3] - box[1] < LIGHTING_GRID:
+        return gray
+    return gray.crop(box)
 
 
 def _even_lighting(gray: Image.Image) -> Image.Image:
@@ -537,7 +592,7 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
 def preprocess_mnist(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np.ndarray:
     """The MNIST procedure; returns float32 (28, 28, 1) in [0, 1], white ink on black."""
     blank = np.zeros((*size, 1), dtype=np.float32)
-    ink = _ink(_even_lighting(_reduce(_to_8bit(image, "L"), WORKING_SIZE)))
+    ink = _ink(_even_lighting(_paper(_reduce(_to_8bit(image, "L"), WORKING_SIZE))))
     if ink is None:
         return blank
     ink = _without_rules(ink)
