@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs of each request, for a configured "
+        "OpenTelemetry SDK (off: /metrics serves Prometheus metrics, and FastAPI's check of the providers "
+        "costs every request)",
+    )
 
     @field_validator("required_models", "api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -297,6 +297,16 @@ def _border_median(pixels: np.ndarray, *, corners_only: bool = False) -> int:
     return int(np.partition(values, middle)[middle])
 
 
+def _thumbnail(gray: Image.Image) -> tuple[Image.Image, int] | None:
+    """`gray` reduced by a whole factor to about `LIGHTING_GRID` pixels on its longer side,
+    and that factor; None for an image smaller than `LIGHTING_GRID` on either side (a crop
+    of the digit, a drawing or an MNIST-sized image, with no room for a sheet or a shadow)."""
+    if min(gray.size) < LIGHTING_GRID:
+        return None
+    factor = max(1, max(gray.size) // LIGHTING_GRID)
+    return (gray.reduce(factor) if factor > 1 else gray), factor
+
+
 def _paper(gray: Image.Image) -> Image.Image:
     """Crop a photo of a sheet of paper lying on a darker desk to the sheet.
 
@@ -311,10 +321,9 @@ def _paper(gray: Image.Image) -> Image.Image:
         The sheet, cropped from `gray`, or `gray` itself if there is none (the paper fills
         the photo, or the image is a scan, a drawing or smaller than `LIGHTING_GRID`).
     """
-    if min(gray.size) < LIGHTING_GRID:
+    if (thumbnail := _thumbnail(gray)) is None:
         return gray
-    factor = max(1, max(gray.size) // LIGHTING_GRID)
-    small = gray.reduce(factor) if factor > 1 else gray
+    small, factor = thumbnail
     kernel = 2 * round(PAPER_KERNEL * max(small.size) / 2) + 1
     opened = _pixels(small.filter(ImageFilter.MinFilter(kernel)).filter(ImageFilter.MaxFilter(kernel)))
     desk = _border_median(_pixels(small))
@@ -354,10 +363,9 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
         darkest), or `gray` itself if the lighting is even or the image smaller than
         `LIGHTING_GRID` (a crop of the digit, with no room for a shadow).
     """
-    if min(gray.size) < LIGHTING_GRID:
+    if (thumbnail := _thumbnail(gray)) is None:
         return gray
-    factor = max(1, max(gray.size) // LIGHTING_GRID)
-    small = gray.reduce(factor) if factor > 1 else gray
+    small, _ = thumbnail
     kernel = 2 * round(LIGHTING_KERNEL * max(small.size) / 2) + 1
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
     if light_paper:
