@@ -78,3 +78,29 @@ def test_several_workers_add_up(tiny_store: Path, tmp_path: Path) -> None:
                 scrape = samples(fresh.get(f"http://{url}/metrics").text)
             assert value(scrape, "http_requests_total", route="/predict", status="200") == 20
             assert value(scrape, "model_loaded", model="mnist/tiny", version="2") == 1
+
+
+def test_opentelemetry_spans_only_when_asked(tiny_store: Path) -> None:
+    """FastAPI's own OpenTelemetry instrumentation is off unless `OPENTELEMETRY` asks for
+    it, even with an SDK configured (then it costs every request a look-up of the
+    providers); asked for, it records a span per request."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from app.config import Settings
+    from app.main import create_app
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    spans = {}
+    for enabled in (False, True):
+        exporter.clear()
+        with TestClient(create_app(Settings(models_dir=tiny_store, opentelemetry=enabled))) as test_client:
+            assert test_client.post("/predict?model=tiny", files=upload(SEVEN)).status_code == 200
+        spans[enabled] = [span.name for span in exporter.get_finished_spans()]
+    assert spans[False] == []
+    assert any("/predict" in name for name in spans[True]), spans[True]
