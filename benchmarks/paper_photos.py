@@ -10,7 +10,9 @@ on a 1600x1200 photo of paper, JPEG quality 85, in six conditions:
   vignetting;
 - `ruled`: evenly lit notebook paper, light blue lines 3 px thick every 70 px;
 - `grid`: the same lines across and down (graph paper);
-- `desk`: the sheet, evenly lit, covering 60-85% of each side of a photo of a darker desk.
+- `desk`: the sheet, evenly lit, covering 60-85% of each side of a photo of a darker desk;
+- `closeup`: the digit 1,000 px tall (its strokes near a tenth of the photo's side), under
+  the falloff: a close-up whose thick strokes a lighting estimate must not take for paper.
 
 Each photo goes through the service's preprocessing (`prepare_image`, method `mnist`) and the
 model's SavedModel; the script prints the accuracy per condition.
@@ -29,10 +31,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDITIONS = ("even", "falloff", "shadow", "edge_shadow", "ruled", "grid", "desk")
+CONDITIONS = ("even", "falloff", "shadow", "edge_shadow", "ruled", "grid", "desk", "closeup")
 RULE_COLOUR = (150, 180, 220)
 DESK_COLOURS = [(60, 45, 35), (150, 120, 90), (90, 90, 95)]  # dark wood, light wood, grey
-WIDTH, HEIGHT, DIGIT = 1600, 1200, 420
+WIDTH, HEIGHT, DIGIT, CLOSEUP = 1600, 1200, 420, 1000
 
 
 def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -40,7 +42,7 @@ def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     if kind in ("even", "ruled", "grid", "desk"):
         return np.full((HEIGHT, WIDTH), 225.0, np.float32)
-    if kind == "falloff":
+    if kind in ("falloff", "closeup"):
         return 250 - 130 * (xx / WIDTH) * (0.6 + 0.4 * yy / HEIGHT)
     if kind == "shadow":
         cx, cy = rng.uniform(0.2, 0.8) * WIDTH, rng.uniform(0.2, 0.8) * HEIGHT
@@ -59,9 +61,13 @@ def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
 def photo(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
     """JPEG bytes of an MNIST digit (uint8 28x28, white on black) as ink on paper in condition `kind`."""
     ink = np.zeros((HEIGHT, WIDTH), np.float32)
-    left, top = int(rng.uniform(300, 800)), int(rng.uniform(200, 600))
-    enlarged = Image.fromarray(digit).resize((DIGIT, DIGIT), Image.Resampling.BICUBIC)
-    ink[top : top + DIGIT, left : left + DIGIT] = np.asarray(enlarged, np.float32) / 255
+    side = CLOSEUP if kind == "closeup" else DIGIT
+    if kind == "closeup":
+        left, top = int(rng.uniform(0, WIDTH - side)), int(rng.uniform(0, HEIGHT - side))
+    else:
+        left, top = int(rng.uniform(300, 800)), int(rng.uniform(200, 600))
+    enlarged = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    ink[top : top + side, left : left + side] = np.asarray(enlarged, np.float32) / 255
     paper = lighting(kind, rng)[..., None] * np.array([1.0, 0.97, 0.9], np.float32)
     if kind in ("ruled", "grid"):
         paper = np.broadcast_to(paper, (HEIGHT, WIDTH, 3)).copy()

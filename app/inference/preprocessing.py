@@ -77,6 +77,24 @@ most shadows (0.1 read shadows best of 0.1, 0.15, 0.2 and 0.3 in benchmarks/pape
 A digit filling the frame may have thicker strokes, but only uneven light along the border
 turns the correction on."""
 
+SHADOW_KERNEL = 0.03
+"""Side of the narrower closing that follows a shadow's edge, as a fraction of the
+thumbnail's longer side. The wide closing (`LIGHTING_KERNEL`) fills a shadow's wedge that is
+narrower than its kernel, where the border meets the shadow's edge at an angle, and the
+shadow is then read as ink; this one also keeps the thicker strokes, which `INK_RATIO` tells
+apart."""
+
+INK_RATIO = 0.45
+"""Ink reflects less than this fraction of the light that the paper around it reflects; a
+shadow on a page dims it less. Where the narrow closing is darker than this fraction of the
+wide one, it kept a stroke, and the wide estimate is used there (0.45 read the most edge
+shadows without losing a close-up in benchmarks/paper_photos.py among 0.4-0.7)."""
+
+STROKE_EDGE = 0.1
+"""How far around such a stroke the wide estimate is also used, as a kernel of this fraction
+of the thumbnail's side: over the soft edge of a thick stroke, which is lighter than ink
+(0.06 lost one close-up of 60 in benchmarks/paper_photos.py, 0.1 none)."""
+
 UNEVEN_LIGHTING = 40
 """Gray levels (of 255) that the paper's estimated brightness must vary by along the
 image's border (between its 10th and 90th percentiles) before it is evened out: paper lit
@@ -324,8 +342,7 @@ def _paper(gray: Image.Image) -> Image.Image:
     if (thumbnail := _thumbnail(gray)) is None:
         return gray
     small, factor = thumbnail
-    kernel = 2 * round(PAPER_KERNEL * max(small.size) / 2) + 1
-    opened = _pixels(small.filter(ImageFilter.MinFilter(kernel)).filter(ImageFilter.MaxFilter(kernel)))
+    opened = _pixels(_without_strokes(small, PAPER_KERNEL, dark=False))
     desk = _border_median(_pixels(small))
     sheet = opened >= desk + PAPER_CONTRAST
     if sheet.mean() < PAPER_AREA:  # no sheet, or a bold digit on a dark ground
@@ -353,7 +370,10 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
 
     The paper's brightness is estimated on a thumbnail (`LIGHTING_GRID`) by a grayscale
     closing (max then min filter, `LIGHTING_KERNEL`) that removes dark strokes but keeps a
-    shadow's edge, for light paper, or an opening for a dark board. If it varies by
+    shadow's edge, for light paper, or an opening for a dark board. On light paper a
+    narrower closing (`SHADOW_KERNEL`) follows a shadow into the narrow wedges the wide one
+    fills, and is used wherever it is neither as dark as ink (`INK_RATIO`) nor next to such
+    ink (`STROKE_EDGE`). If it varies by
     `UNEVEN_LIGHTING` or more along the border, each pixel's ink becomes its contrast
     relative to the paper behind it: flat-field correction, as in document scanners. A
     shadow darkens the ink as much as the paper, so the ratio is what stays the same.
@@ -366,12 +386,17 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
     if (thumbnail := _thumbnail(gray)) is None:
         return gray
     small, _ = thumbnail
-    kernel = 2 * round(LIGHTING_KERNEL * max(small.size) / 2) + 1
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
+    paper = _without_strokes(small, LIGHTING_KERNEL, dark=light_paper)
     if light_paper:
-        paper = small.filter(ImageFilter.MaxFilter(kernel)).filter(ImageFilter.MinFilter(kernel))
-    else:
-        paper = small.filter(ImageFilter.MinFilter(kernel)).filter(ImageFilter.MaxFilter(kernel))
+        wide = _pixels(paper).astype(np.float32)
+        narrow = _pixels(_without_strokes(small, SHADOW_KERNEL, dark=True)).astype(np.float32)
+        # Where the narrow closing is as dark as ink, it kept a stroke: the wide estimate
+        # holds there and around it, over the stroke's soft edge.
+        strokes = _gray_image(np.where(narrow < INK_RATIO * wide, 255, 0).astype(np.uint8))
+        around = 2 * round(STROKE_EDGE * max(small.size) / 2) + 1
+        strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(around)))
+        paper = _gray_image(np.where(strokes > 0, wide, narrow).astype(np.uint8))
     # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
     # always reaches; percentiles, not the extremes, for a digit that touches the border.
     cells = _pixels(paper)
@@ -379,7 +404,7 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
     darkest, brightest = np.percentile(border, [10, 90])
     if brightest - darkest < UNEVEN_LIGHTING:
         return gray
-    behind = _pixels(paper.filter(ImageFilter.BoxBlur(1)).resize(gray.size, Image.Resampling.BILINEAR))
+    behind = _pixels(paper.resize(gray.size, Image.Resampling.BILINEAR))
     pixels = _pixels(gray).astype(np.float32)
     behind = behind.astype(np.float32)
     if light_paper:  # darkness relative to the paper, then back to dark ink on white
@@ -389,6 +414,17 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
         contrast = (pixels - behind) / np.maximum(255.0 - behind, 1.0)
         levels = 255.0 * np.clip(contrast, 0.0, 1.0)
     return _gray_image(levels.round().astype(np.uint8))
+
+
+def _without_strokes(small: Image.Image, fraction: float, *, dark: bool) -> Image.Image:
+    """`small` without its strokes narrower than a square kernel of `fraction` of its longer
+    side (odd, pixels): a grayscale closing (max then min filter) removes dark strokes, an
+    opening (min then max) bright ones (`dark=False`)."""
+    kernel = 2 * round(fraction * max(small.size) / 2) + 1
+    first, second = (
+        (ImageFilter.MaxFilter, ImageFilter.MinFilter) if dark else (ImageFilter.MinFilter, ImageFilter.MaxFilter)
+    )
+    return small.filter(first(kernel)).filter(second(kernel))
 
 
 def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from app.errors import PayloadTooLarge, UnsupportedImage
 from app.inference.preprocessing import decode_image, prepare_image, preprocess
@@ -103,6 +103,19 @@ def test_a_photo_lit_unevenly_reads_like_one_lit_evenly() -> None:
     uneven = Image.fromarray((pixels * falloff).astype(np.uint8))
     original = preprocess(even, "mnist", (28, 28, 1))
     assert np.abs(preprocess(uneven, "mnist", (28, 28, 1)) - original).mean() < 0.03
+
+
+def test_a_shadow_across_a_corner_is_not_ink() -> None:
+    even = digit_on_paper(_mnist_digit(), scale=20, margin=300)  # 1160 px, the digit 560 px
+    pixels = np.asarray(even, dtype=np.float32)
+    rows, columns = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+    # A phone's shadow over the top right corner, its edge at 30 degrees: a wedge narrower
+    # than the wide closing where it meets the border.
+    wedge = (columns - 700) * np.sin(np.pi / 6) - rows * np.cos(np.pi / 6) > 0
+    shadow = np.asarray(Image.fromarray(np.where(wedge, 140, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(4)))
+    shaded = Image.fromarray((pixels * (shadow[..., None] / 255.0)).astype(np.uint8))
+    original = preprocess(even, "mnist", (28, 28, 1))
+    assert np.abs(preprocess(shaded, "mnist", (28, 28, 1)) - original).mean() < 0.03
 
 
 @pytest.mark.parametrize("grid", [False, True], ids=["ruled", "graph"])
