@@ -5,8 +5,7 @@ stay fast, memory stays flat (issue 12).
    stops growing) measures the sustainable rate and its p99.
 2. Overload: wrk offers `--factor` times the sustainable rate over `--factor` times as many
    connections (each waits between its requests, so the offered rate stays bounded as in
-   an open loop), with `MAX_REQUESTS_IN_FLIGHT` set to the saturation concurrency (or
-   `--max-in-flight`), while a
+   an open loop), with `MAX_REQUESTS_IN_FLIGHT` set to the saturation concurrency, while a
    probe client posts the same upload at a steady rate and records each answer's status
    and latency. The probe's figures give the
    p99 of accepted requests and how fast the shed ones get their 503; wrk gives the
@@ -63,9 +62,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="custom2")
     parser.add_argument("--concurrency", type=int, default=32, help="saturation level")
-    parser.add_argument(
-        "--max-in-flight", type=int, default=None, help="MAX_REQUESTS_IN_FLIGHT of the server (default: --concurrency)"
-    )
     parser.add_argument("--factor", type=int, default=4, help="offered rate, in multiples of the sustainable rate")
     parser.add_argument("--connections", type=int, default=256, help="wrk connections offering it")
     parser.add_argument("--duration", type=float, default=30.0)
@@ -75,8 +71,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "overload.json")
     args = parser.parse_args()
 
-    max_in_flight = args.max_in_flight or args.concurrency
-    env = {"MAX_REQUESTS_IN_FLIGHT": str(max_in_flight), "LOG_LEVEL": "WARNING"}
+    env = {"MAX_REQUESTS_IN_FLIGHT": str(args.concurrency), "LOG_LEVEL": "WARNING"}
     server = Server("app.main:app", args.port, env=env)
     server.start("/readyz")
     url = f"{server.url}/predict?model={args.model}"
@@ -107,7 +102,6 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "model": args.model,
-        "max_requests_in_flight": max_in_flight,
         "saturation": saturation,
         "overload": overload,
         "connections": args.connections,
