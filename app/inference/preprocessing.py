@@ -373,10 +373,10 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
     shadow's edge, for light paper, or an opening for a dark board. On light paper a
     narrower closing (`SHADOW_KERNEL`) follows a shadow into the narrow wedges the wide one
     fills, and is used wherever it is neither as dark as ink (`INK_RATIO`) nor next to such
-    ink (`STROKE_EDGE`). If it varies by
-    `UNEVEN_LIGHTING` or more along the border, each pixel's ink becomes its contrast
-    relative to the paper behind it: flat-field correction, as in document scanners. A
-    shadow darkens the ink as much as the paper, so the ratio is what stays the same.
+    ink (`STROKE_EDGE`). If the estimate varies by `UNEVEN_LIGHTING` or more along the
+    border, each pixel's ink becomes its contrast relative to the paper behind it:
+    flat-field correction, as in document scanners. A shadow darkens the ink as much as the
+    paper, so the ratio is what stays the same.
 
     Returns:
         The `L` image with the paper made even at its brightest level (dark paper at its
