@@ -61,10 +61,11 @@ def lighting(kind: str, rng: np.random.Generator) -> np.ndarray:
 def photo(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
     """JPEG bytes of an MNIST digit (uint8 28x28, white on black) as ink on paper in condition `kind`."""
     ink = np.zeros((HEIGHT, WIDTH), np.float32)
-    side = CLOSEUP if kind == "closeup" else DIGIT
     if kind == "closeup":
+        side = CLOSEUP
         left, top = int(rng.uniform(0, WIDTH - side)), int(rng.uniform(0, HEIGHT - side))
     else:
+        side = DIGIT
         left, top = int(rng.uniform(300, 800)), int(rng.uniform(200, 600))
     enlarged = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
     ink[top : top + side, left : left + side] = np.asarray(enlarged, np.float32) / 255
