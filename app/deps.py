@@ -1,11 +1,14 @@
-"""FastAPI dependencies: settings, the model registry, and the model a request names.
+"""FastAPI dependencies and parameters: settings, the model registry, the model a request
+names and its deadline.
 
 Both live in the application's state, set by the lifespan; nothing reads a module global.
 Dependencies are coroutines: FastAPI runs plain `def` dependencies in a worker thread, a
-hop that costs more than the lookups themselves. The dependencies of the prediction routes
-reach the state through `settings_of` and `registry_of` rather than through sub-dependencies:
-FastAPI solves every dependency of a request anew (a cached one too) with a pass over
-its path, query, header and cookie parameters, which is a measurable share of a request.
+hop that costs more than the lookups themselves. The prediction routes use none but the API
+key check: they declare the model's query parameters (`ModelQuery`, `DatasetQuery`,
+`VersionQuery`) and `X-Request-Timeout` (`RequestTimeoutHeader`) themselves, and reach the
+state through `settings_of` and `registry_of`. FastAPI solves every dependency of a request
+anew with a pass over its path, query, header and cookie parameters, a measurable share of a
+request (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,20 +21,20 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app.config import Settings
 from app.errors import NotReady
-from app.inference import ModelRegistry, ServedModel
+from app.inference import ModelRegistry
 
 __all__ = [
+    "MAX_REQUEST_TIMEOUT",
     "MODEL_PATTERN",
     "NAME_PATTERN",
     "VERSION_PATTERN",
-    "DeadlineDep",
-    "ModelDep",
+    "DatasetQuery",
+    "ModelQuery",
     "RegistryDep",
+    "RequestTimeoutHeader",
     "SettingsDep",
     "VersionQuery",
     "deadline_after",
-    "get_deadline",
-    "get_model",
     "get_registry",
     "registry_of",
     "settings_of",
@@ -100,57 +103,35 @@ async def get_registry(request: Request) -> ModelRegistry:
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-async def get_model(
-    request: Request,
-    model: Annotated[
-        str,
-        Query(
-            description="architecture (`custom2`), `dataset/arch` (`fashion_mnist/custom2`), "
-            "or a dataset (`mnist`) for its default model (`DEFAULT_MODELS`)",
-            pattern=MODEL_PATTERN,
-            examples=["custom2"],
-        ),
-    ],
-    dataset: Annotated[
-        str | None,
-        Query(description="dataset of the model; default `DEFAULT_DATASET` (`mnist`)", pattern=NAME_PATTERN),
-    ] = None,
-    version: VersionQuery = None,
-) -> ServedModel:
-    """Resolve the `model`, `dataset` and `version` query parameters.
-
-    Raises:
-        ModelNotFound: No such model or version (404).
-        NotReady: The models are not loaded (503).
-    """
-    return registry_of(request).get(model, dataset=dataset, version=version)
-
-
-ModelDep = Annotated[ServedModel, Depends(get_model)]
+ModelQuery = Annotated[
+    str,
+    Query(
+        description="architecture (`custom2`), `dataset/arch` (`fashion_mnist/custom2`), "
+        "or a dataset (`mnist`) for its default model (`DEFAULT_MODELS`)",
+        pattern=MODEL_PATTERN,
+        examples=["custom2"],
+    ),
+]
+DatasetQuery = Annotated[
+    str | None,
+    Query(description="dataset of the model; default `DEFAULT_DATASET` (`mnist`)", pattern=NAME_PATTERN),
+]
+MAX_REQUEST_TIMEOUT = 86400.0
+"""The longest `X-Request-Timeout`, seconds, and its default; `REQUEST_TIMEOUT_SECONDS` caps it."""
+RequestTimeoutHeader = Annotated[
+    float,
+    Header(
+        ge=0.1,
+        le=MAX_REQUEST_TIMEOUT,
+        description="seconds the client will wait; work still queued then is dropped (504). "
+        "REQUEST_TIMEOUT_SECONDS is the default and the upper bound",
+    ),
+]
+"""`X-Request-Timeout`, seconds; a parameter of every prediction route."""
 
 
-def deadline_after(request: Request, settings: Settings, timeout: float | None) -> float:
-    """Event-loop time by which a request's answer is due: `REQUEST_TIMEOUT_SECONDS` after it
-    arrived, or `timeout` seconds if the client asked for less."""
+def deadline_after(request: Request, timeout: float = MAX_REQUEST_TIMEOUT) -> float:
+    """Event-loop time (seconds) by which a request's answer is due: `REQUEST_TIMEOUT_SECONDS`
+    after it arrived, or `timeout` seconds if the client asked for less."""
     arrived = request.scope.get("arrived_at") or asyncio.get_running_loop().time()
-    limit = settings.request_timeout_seconds
-    return arrived + (limit if timeout is None else min(timeout, limit))
-
-
-async def get_deadline(
-    request: Request,
-    x_request_timeout: Annotated[
-        float,
-        Header(
-            ge=0.1,
-            le=86400,
-            description="seconds the client will wait; work still queued then is dropped (504). "
-            "REQUEST_TIMEOUT_SECONDS is the default and the upper bound",
-        ),
-    ] = 86400.0,
-) -> float:
-    """The request's deadline (see `deadline_after`)."""
-    return deadline_after(request, settings_of(request), x_request_timeout)
-
-
-DeadlineDep = Annotated[float, Depends(get_deadline)]
+    return arrived + min(timeout, settings_of(request).request_timeout_seconds)

@@ -8,6 +8,7 @@ event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from app.inference.deadlines import LazyDeadline
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks  # a TypedDict defined for type checkers only
@@ -59,6 +61,11 @@ def _declared_length(request: Request, limits: BodyLimits) -> None:
         )
 
 
+def _read_deadline(limits: BodyLimits) -> LazyDeadline:
+    """The read timeout, counted from now; armed only if the body is not read at once."""
+    return LazyDeadline(asyncio.get_running_loop().time() + limits.read_timeout)
+
+
 async def _stream(request: Request, limits: BodyLimits) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in request.stream():
@@ -76,11 +83,11 @@ async def read_body(request: Request, limits: BodyLimits) -> bytes:
         RequestTimeout: Not all there within `limits.read_timeout` seconds (408).
     """
     _declared_length(request, limits)
-    chunks = []
-    with anyio.move_on_after(limits.read_timeout) as scope:
-        chunks = [chunk async for chunk in _stream(request, limits)]
-    if scope.cancelled_caught:
-        raise RequestTimeout(f"the request body did not arrive within {limits.read_timeout:g} s")
+    try:
+        async with _read_deadline(limits):
+            chunks = [chunk async for chunk in _stream(request, limits)]
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {limits.read_timeout:g} s") from None
     return b"".join(chunks)
 
 
@@ -180,17 +187,15 @@ async def read_multipart(request: Request, limits: BodyLimits) -> list[FormPart]
         raise BadRequest("malformed multipart body: the Content-Type has no boundary")
     collector = _FormCollector(limits)
     parser = MultipartParser(boundary, collector.callbacks())
-    finished = False
-    with anyio.move_on_after(limits.read_timeout):
-        try:
+    try:
+        async with _read_deadline(limits):
             async for chunk in _stream(request, limits):
                 parser.write(chunk)
             parser.finalize()
-        except FormParserError as error:
-            raise BadRequest(f"malformed multipart body: {error}") from None
-        finished = True
-    if not finished:
-        raise RequestTimeout(f"the request body did not arrive within {limits.read_timeout:g} s")
+    except FormParserError as error:
+        raise BadRequest(f"malformed multipart body: {error}") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {limits.read_timeout:g} s") from None
     return collector.parts
 
 

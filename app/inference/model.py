@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from app import logs, metrics
 from app.errors import DeadlineExceeded, ModelFailed, Overloaded, ServiceError
 from app.inference.batching import DynamicBatcher
+from app.inference.deadlines import CHECK_AFTER, LazyDeadline
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
 from app.inference.preprocessing import prepare_image_async
 from modelstore import METADATA_FILE, ModelMetadata
@@ -58,8 +59,9 @@ class Admission:
         self.draining = False
 
 
-DISCONNECT_CHECK_AFTER = 0.02
-"""Seconds a request waits before its client is watched for a disconnect."""
+DISCONNECT_CHECK_AFTER = CHECK_AFTER
+"""Seconds a request waits before its client is watched for a disconnect (and its
+deadline armed: `LazyDeadline`)."""
 
 
 class ModelLoadError(Exception):
@@ -356,11 +358,11 @@ class ServedModel:
         arriving = self.batcher.arriving(len(items)) if self.batcher is not None else contextlib.nullcontext()
         with arriving:  # the batcher waits for inputs being prepared rather than run a small batch
             prepared = [await self._prepare(item, method) for item in items]
-        if len(prepared) == 1:
-            rows = [await self._predict(prepared[0])]
-        else:
-            rows = list(await asyncio.gather(*(self._predict(row) for row in prepared)))
         used = method if any(isinstance(item, EncodedImage) for item in items) else "none"
+        if len(prepared) == 1:  # views, not copies: most requests carry one input
+            row = await self._predict(prepared[0])
+            return Classification(row[np.newaxis], used, prepared[0][np.newaxis])
+        rows = await asyncio.gather(*(self._predict(row) for row in prepared))
         return Classification(np.stack(rows), used, np.stack(prepared))
 
     async def classify(
@@ -434,14 +436,13 @@ class ServedModel:
             watcher = asyncio.ensure_future(disconnected())  # type: ignore[misc]
             watcher.add_done_callback(cancel_on_disconnect)
 
-        # Most requests are answered in a few milliseconds; only one that waits longer
-        # gets a task watching for its client to go away (a task per request would cost
-        # more than the check is worth).
-        timer = asyncio.get_running_loop().call_later(DISCONNECT_CHECK_AFTER, watch) if disconnected else None
+        # Only a request still waiting after DISCONNECT_CHECK_AFTER gets its deadline armed
+        # and a task watching for its client to go away: both cost more than most requests.
+        deadline_scope = LazyDeadline(
+            deadline, check_after=DISCONNECT_CHECK_AFTER, on_slow=watch if disconnected else None
+        )
         try:
-            if deadline is None:
-                return await self._classify(items, method)
-            async with asyncio.timeout_at(deadline):
+            async with deadline_scope:
                 return await self._classify(items, method)
         except TimeoutError:
             raise DeadlineExceeded("the request's deadline passed before its answer was ready") from None
@@ -453,8 +454,6 @@ class ServedModel:
         finally:
             self.in_flight -= 1
             depth.set(self._queued())
-            if timer is not None:
-                timer.cancel()
             if watcher is not None:
                 watcher.remove_done_callback(cancel_on_disconnect)
                 watcher.cancel()

@@ -395,8 +395,8 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
         # holds there and around it, over the stroke's soft edge.
         strokes = _gray_image(np.where(narrow < INK_RATIO * wide, 255, 0).astype(np.uint8))
         around = 2 * round(STROKE_EDGE * max(small.size) / 2) + 1
-        strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(around)))
-        paper = _gray_image(np.where(strokes > 0, wide, narrow).astype(np.uint8))
+        near_strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(around)))
+        paper = _gray_image(np.where(near_strokes > 0, wide, narrow).astype(np.uint8))
     # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
     # always reaches; percentiles, not the extremes, for a digit that touches the border.
     cells = _pixels(paper)

@@ -14,7 +14,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import DeadlineDep, ModelDep, settings_of
+from app.deps import (
+    MAX_REQUEST_TIMEOUT,
+    DatasetQuery,
+    ModelQuery,
+    RequestTimeoutHeader,
+    VersionQuery,
+    deadline_after,
+    registry_of,
+    settings_of,
+)
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_json, read_multipart
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
@@ -170,8 +179,10 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
 )
 async def predict(
     request: Request,
-    model: ModelDep,
-    deadline: DeadlineDep,
+    model: ModelQuery,
+    dataset: DatasetQuery = None,
+    version: VersionQuery = None,
+    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
     top_k: Annotated[
         int | None,
         Query(ge=1, le=1000, description="also list the k most probable classes (all of them if k is larger)"),
@@ -186,9 +197,11 @@ async def predict(
     ] = False,
 ) -> JSONResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
-    class_names = model.class_names
+    served = registry_of(request).get(model, dataset=dataset, version=version)
+    deadline = deadline_after(request, x_request_timeout)
+    class_names = served.class_names
     images = await read_images(request, settings_of(request).body_limits)
-    result = await model.classify(
+    result = await served.classify(
         images,
         preprocessing=None if preprocess == "auto" else preprocess,
         deadline=deadline,
@@ -199,10 +212,10 @@ async def predict(
         for prediction, model_input in zip(predictions, result.inputs, strict=True):
             prediction["model_input"] = base64.b64encode(encode_model_input(model_input)).decode("ascii")
     info = {
-        "model": model.model_id,
-        "dataset": model.dataset,
-        "arch": model.arch,
-        "version": model.version,
+        "model": served.model_id,
+        "dataset": served.dataset,
+        "arch": served.arch,
+        "version": served.version,
         "preprocessing": result.preprocessing,
     }
     # The response models document the shape (and schemathesis checks it); the body is

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import DeadlineDep, RegistryDep, registry_of, settings_of
+from app.deps import MAX_REQUEST_TIMEOUT, RegistryDep, RequestTimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, ModelNotFound, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -151,12 +151,18 @@ PREDICT_BODY = {
 }
 
 
-async def run_predict(
-    registry: ModelRegistry, settings: Any, name: str, version: int | str | None, request: Request, deadline: float
-) -> dict[str, Any]:
-    """Resolve the model, parse the body, classify, render TF Serving's answer."""
-    model = resolve(registry, name, version)
-    inputs, columnar = parse_predict(await read_json(request, settings.body_limits))
+async def run_predict(request: Request, name: str, version: int | str | None, timeout: float) -> dict[str, Any]:
+    """Resolve the model, parse the body, classify, render TF Serving's answer.
+
+    Args:
+        request: The predict request.
+        name: The model's TF Serving name.
+        version: A version number, a version label, or None for the newest.
+        timeout: The client's `X-Request-Timeout`, seconds.
+    """
+    model = resolve(registry_of(request), name, version)
+    deadline = deadline_after(request, timeout)
+    inputs, columnar = parse_predict(await read_json(request, settings_of(request).body_limits))
     result = await model.classify(inputs, deadline=deadline, disconnected=request.receive)
     predictions = result.probabilities.tolist()
     return {"outputs": predictions} if columnar else {"predictions": predictions}
@@ -168,9 +174,11 @@ async def run_predict(
     summary="Predict (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
-async def predict(deadline: DeadlineDep, name: NamePath, request: Request) -> dict[str, Any]:
+async def predict(
+    name: NamePath, request: Request, x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT
+) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await run_predict(registry_of(request), settings_of(request), name, None, request, deadline)
+    return await run_predict(request, name, None, x_request_timeout)
 
 
 @router.post(
@@ -180,13 +188,13 @@ async def predict(deadline: DeadlineDep, name: NamePath, request: Request) -> di
     openapi_extra=PREDICT_BODY,
 )
 async def predict_version(
-    deadline: DeadlineDep,
     name: NamePath,
     version: VersionPath,
     request: Request,
+    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await run_predict(registry_of(request), settings_of(request), name, version, request, deadline)
+    return await run_predict(request, name, version, x_request_timeout)
 
 
 @router.post(
@@ -196,13 +204,13 @@ async def predict_version(
     openapi_extra=PREDICT_BODY,
 )
 async def predict_label(
-    deadline: DeadlineDep,
     name: NamePath,
     label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
     request: Request,
+    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> dict[str, Any]:
     """TF Serving predict on the version a label (`stable`, `canary`) points at."""
-    return await run_predict(registry_of(request), settings_of(request), name, label, request, deadline)
+    return await run_predict(request, name, label, x_request_timeout)
 
 
 def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:

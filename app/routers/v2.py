@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import DeadlineDep, RegistryDep, registry_of, settings_of
+from app.deps import MAX_REQUEST_TIMEOUT, RegistryDep, RequestTimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -347,12 +347,19 @@ def request_deadline(header: dict[str, Any], deadline: float, request: Request) 
     return min(deadline, arrived + timeout / 1e6)
 
 
-async def infer(
-    registry: ModelRegistry, settings: Any, name: str, version: str | None, request: Request, deadline: float
-) -> Response:
-    """Resolve the model, parse the request (JSON or binary), classify, render."""
-    model = resolve(registry, name, version)
-    limits = settings.body_limits
+async def infer(request: Request, name: str, version: str | None, timeout: float) -> Response:
+    """Resolve the model, parse the request (JSON or binary), classify, render.
+
+    Args:
+        request: The infer request.
+        name: The model's name on this surface (`<dataset>-<arch>`).
+        version: A version number, a version label, or None for the newest.
+        timeout: The client's `X-Request-Timeout`, seconds (the request's `timeout`
+            parameter may shorten it).
+    """
+    model = resolve(registry_of(request), name, version)
+    deadline = deadline_after(request, timeout)
+    limits = settings_of(request).body_limits
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         header, binary = await read_json(request, limits), b""
@@ -446,9 +453,11 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
     openapi_extra=INFER_BODY,
     response_model=None,
 )
-async def model_infer(deadline: DeadlineDep, name: NamePath, request: Request) -> Response:
+async def model_infer(
+    name: NamePath, request: Request, x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT
+) -> Response:
     """Classify a batch with the newest version: FP32 `images` or BYTES `image_bytes`, JSON or binary."""
-    return await infer(registry_of(request), settings_of(request), name, None, request, deadline)
+    return await infer(request, name, None, x_request_timeout)
 
 
 @router.post(
@@ -459,13 +468,13 @@ async def model_infer(deadline: DeadlineDep, name: NamePath, request: Request) -
     response_model=None,
 )
 async def model_version_infer(
-    deadline: DeadlineDep,
     name: NamePath,
     version: VersionPath,
     request: Request,
+    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> Response:
     """Classify a batch with one version."""
-    return await infer(registry_of(request), settings_of(request), name, version, request, deadline)
+    return await infer(request, name, version, x_request_timeout)
 
 
 protocol_fallback(router)
