@@ -72,8 +72,11 @@ class ModelMetadata(BaseModel):
     input_name: str = Field(INPUT_NAME, description="the signature's input: float32 (N, H, W, C)")
     output_name: str = Field(OUTPUT_NAME, description="the signature's output: float32 (N, classes) probabilities")
     preprocessing: Preprocessing = Field(description="how an uploaded image becomes the input (app/inference)")
-    test_time_augmentation: Literal["flip_average"] | None = Field(
-        None, description="`flip_average`: the SavedModel answers the mean over the image and its mirror image"
+    test_time_augmentation: Literal["flip_average", "translate_average"] | None = Field(
+        None,
+        description="`flip_average`: the SavedModel answers the mean over the image and its mirror image; "
+        "`translate_average` (an ensemble's): each member's answer is averaged over the image and "
+        "two one-pixel translations of it",
     )
     members: list[EnsembleMember] | None = Field(None, description="an ensemble's member models")
 

@@ -272,6 +272,12 @@ def make_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--weights", help="comma-separated weights, one per member (default equal)")
     ensemble.add_argument("--search", action="store_true", help="keep the subset most accurate on the validation split")
     ensemble.add_argument("--max-members", type=int, default=5, help="largest subset the search tries")
+    ensemble.add_argument(
+        "--translate",
+        action="store_true",
+        help="average each member over one-pixel translations too (airbench's test-time augmentation; "
+        "3x the serving cost); one member is then enough",
+    )
     ensemble.add_argument("--arch", default="ensemble", help="the store name of the ensemble")
     ensemble.add_argument("--version", type=int, help="version folder (default: next free)")
     ensemble.add_argument("--data-dir", type=Path, default=get_settings().data_dir)
@@ -312,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_members=args.max_members,
                 command="python -m training " + shlex.join(argv),
                 version=args.version,
+                translate=args.translate,
             )
         except (ValueError, FileNotFoundError) as error:
             parser.exit(1, f"error: {error}\n")

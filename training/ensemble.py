@@ -19,8 +19,10 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +33,7 @@ from training import reports
 from training.datasets import Dataset
 from training.train import split_validation
 
-__all__ = ["Member", "load_member", "make_ensemble", "search_members"]
+__all__ = ["Member", "load_member", "make_ensemble", "search_members", "translate_average"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +57,31 @@ class Member:
         """`arch:version`."""
         return f"{self.arch}:{self.version}"
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float32 (N, classes) for uint8 (N, H, W, C) images, through the serving signature."""
+    def probabilities(self, images: np.ndarray, *, translate: bool = False) -> np.ndarray:
+        """float32 (N, classes) for uint8 (N, H, W, C) images, through the serving signature;
+        with `translate`, averaged over translated views as `translate_average` does."""
         function = self.saved_model.signatures[SIGNATURE_NAME]  # type: ignore[attr-defined]
-        rows = [
-            function(**{INPUT_NAME: tf.constant(images[start : start + BATCH], tf.float32) / 255.0})[OUTPUT_NAME]
-            for start in range(0, len(images), BATCH)
-        ]
+        rows = []
+        for start in range(0, len(images), BATCH):
+            batch = tf.constant(images[start : start + BATCH], tf.float32) / 255.0
+            if translate:
+                rows.append(translate_average(lambda views: function(**{INPUT_NAME: views})[OUTPUT_NAME], batch))
+            else:
+                rows.append(function(**{INPUT_NAME: batch})[OUTPUT_NAME])
         return np.concatenate([row.numpy() for row in rows])
+
+
+def translate_average(model: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tf.Tensor:
+    """airbench's second level of test-time augmentation (`infer_mirror_translate` in
+    github.com/KellerJordan/cifar10-airbench): half the probabilities of the image, a
+    quarter each of the image shifted one pixel up-left and one down-right (edges
+    reflected). Three calls of `model`, float32 (N, H, W, C) -> (N, classes), in one batch.
+    """
+    count = tf.shape(images)[0]
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    up_left, down_right = padded[:, :-2, :-2], padded[:, 2:, 2:]
+    outputs = model(tf.concat([images, up_left, down_right], axis=0))
+    return 0.5 * outputs[:count] + 0.25 * outputs[count : 2 * count] + 0.25 * outputs[2 * count :]
 
 
 def load_member(store: Path, dataset: str, reference: str) -> Member:
@@ -121,8 +140,11 @@ def search_members(
     return chosen, best[0]
 
 
-def save_ensemble(members: list[Member], input_shape: tuple[int, int, int], path: Path) -> None:
-    """Write the SavedModel of the weighted mean of the members' probabilities.
+def save_ensemble(
+    members: list[Member], input_shape: tuple[int, int, int], path: Path, *, translate: bool = False
+) -> None:
+    """Write the SavedModel of the weighted mean of the members' probabilities (each
+    averaged over translated views with `translate`: `translate_average`).
 
     The signature takes `images`, float32 (N, H, W, C) in [0, 1], and returns
     `probabilities`, float32 (N, classes); the members' variables are saved with it, so
@@ -136,10 +158,14 @@ def save_ensemble(members: list[Member], input_shape: tuple[int, int, int], path
 
     @tf.function(input_signature=[spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = [
-            saved_model.signatures[SIGNATURE_NAME](**{INPUT_NAME: images})[OUTPUT_NAME]
-            for saved_model in module.members
-        ]
+        outputs = []
+        for saved_model in module.members:
+            function = saved_model.signatures[SIGNATURE_NAME]
+
+            def member(views: tf.Tensor, function: Any = function) -> tf.Tensor:
+                return function(**{INPUT_NAME: views})[OUTPUT_NAME]
+
+            outputs.append(translate_average(member, images) if translate else member(images))
         return {OUTPUT_NAME: tf.tensordot(weights, tf.stack(outputs), axes=1)}
 
     module.serve = serve
@@ -157,19 +183,23 @@ def make_ensemble(
     max_members: int,
     command: str,
     version: int | None = None,
+    translate: bool = False,
 ) -> Path:
     """Choose (with `search`) and export an ensemble of store models; return its version folder.
 
+    With `translate`, each member is averaged over translated views (`translate_average`),
+    and one member is enough: a single network with airbench's test-time augmentation.
+
     Raises:
-        ValueError: Fewer than two members, weights not matching them, members whose
+        ValueError: Fewer than two members (one with `translate`), weights not matching them, members whose
             validation splits come from different seeds or are unrecorded (the search would
             see training images), or (with `search`) no subset more accurate on validation than its best
             member alone.
         FileNotFoundError: A member is not in the store.
     """
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
-    if len(members) < 2:
-        raise ValueError("an ensemble needs at least two members")
+    if len(members) < (1 if translate else 2):
+        raise ValueError("an ensemble needs at least two members (or one with translated views)")
     splits = {member.name: (member.metadata.seed, (member.metadata.recipe or {}).get("validation_split"))
               for member in members}  # fmt: skip
     seeds = {seed for seed, _ in splits.values()}
@@ -180,7 +210,7 @@ def make_ensemble(
         raise ValueError("the members' metadata do not record the validation split (seed, validation_split)")
     _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction=fraction, seed=seed)
     started = time.perf_counter()
-    val = {member.name: member.probabilities(x_val) for member in members}
+    val = {member.name: member.probabilities(x_val, translate=translate) for member in members}
     for member in members:
         logger.info("%s: validation accuracy %.4f", member.name, np.mean(val[member.name].argmax(1) == y_val))
     if search:
@@ -207,7 +237,7 @@ def make_ensemble(
         return np.average(rows, axis=0, weights=[member.weight for member in members])
 
     val_mean = mean(val)
-    test_mean = mean({member.name: member.probabilities(dataset.x_test) for member in members})
+    test_mean = mean({member.name: member.probabilities(dataset.x_test, translate=translate) for member in members})
     seconds = time.perf_counter() - started
     metrics = {
         split: {"loss": _log_loss(probabilities, labels), "accuracy": float(np.mean(probabilities.argmax(1) == labels))}
@@ -220,13 +250,14 @@ def make_ensemble(
     target = store_dir / dataset.name / arch / str(version)
     staging = staging_folder(target)
     shutil.rmtree(staging, ignore_errors=True)
-    save_ensemble(members, dataset.input_shape, staging)
+    save_ensemble(members, dataset.input_shape, staging, translate=translate)
     matrix = reports.confusion_matrix(dataset.y_test, test_mean.argmax(axis=1), dataset.num_classes)
     title = f"{dataset.name}/{arch} v{version}"
     reports.plot_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png", title=title)
     reports.plot_errors(dataset.x_test, dataset.y_test, test_mean, dataset.class_names, staging / "errors.png",
                         title=title)  # fmt: skip
-    summary = [f"ensemble of {len(members)} (weighted mean of probabilities):"]
+    views = ", each over 3 translated views" if translate else ""
+    summary = [f"ensemble of {len(members)} (weighted mean of probabilities{views}):"]
     summary += [f"  {member.dataset}/{member.arch} v{member.version} weight {member.weight / total:.4f}"
                 for member in members]  # fmt: skip
     (staging / "summary.txt").write_text("\n".join(summary) + "\n")
@@ -237,6 +268,7 @@ def make_ensemble(
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
         "preprocessing": dataset.preprocessing,
+        "test_time_augmentation": "translate_average" if translate else None,
         "members": [
             {"dataset": m.dataset, "arch": m.arch, "version": m.version, "weight": m.weight} for m in members
         ],
@@ -249,7 +281,7 @@ def make_ensemble(
         "training_seconds": round(seconds, 1),
         "seed": seed,
         "recipe": {"ensemble": "weighted mean of probabilities", "search": search, "validation_split": fraction,
-                   "candidates": references},
+                   "candidates": references, "translate": translate},
         "command": public_command(command),
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,

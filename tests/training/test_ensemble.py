@@ -71,6 +71,29 @@ def test_the_exported_ensemble_answers_the_weighted_mean_of_its_members(tmp_path
     assert (folder / "confusion_matrix.png").is_file()
 
 
+def test_one_member_over_translated_views_answers_airbench_s_second_tta_level(
+    tmp_path: Path, small_mnist: Dataset
+) -> None:
+    import tensorflow as tf
+
+    _store_with_members(tmp_path)
+    folder = make_ensemble(
+        small_mnist, ["a"], store_dir=tmp_path, arch="a_tta", weights=None, search=False, max_members=5,
+        command="python -m training ensemble --members a --translate --arch a_tta", translate=True,
+    )  # fmt: skip
+    images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    answer = served(images=tf.constant(images))["probabilities"].numpy()
+    member = load_member(tmp_path, "mnist", "a").saved_model.signatures["serving_default"]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    views = [images, padded[:, :-2, :-2], padded[:, 2:, 2:]]
+    expected = [member(images=tf.constant(view))["probabilities"].numpy() for view in views]
+    np.testing.assert_allclose(answer, 0.5 * expected[0] + 0.25 * expected[1] + 0.25 * expected[2], atol=1e-6)
+    metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
+    assert metadata.test_time_augmentation == "translate_average"
+    assert [(m.arch, m.version) for m in metadata.members or []] == [("a", 1)]
+
+
 def test_members_with_validation_splits_of_different_seeds_are_refused(tmp_path: Path, small_mnist: Dataset) -> None:
     _store_with_members(tmp_path, split_seeds=(42, 7))
     with pytest.raises(ValueError, match="different validation images"):
