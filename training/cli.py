@@ -150,7 +150,8 @@ def _epochs_and_time(item: dict[str, Any]) -> tuple[str, float]:
     and total seconds (from `read_store`)."""
     total = item["total_epochs"]
     if item.get("members"):
-        epochs = f"- ({len(item['members'])} members)"
+        count = len(item["members"])
+        epochs = f"- ({count} member{'s' if count > 1 else ''})"
     elif total == item["epochs_run"]:
         epochs = str(total)
     else:
