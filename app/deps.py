@@ -3,20 +3,24 @@ names and its deadline.
 
 Both live in the application's state, set by the lifespan; nothing reads a module global.
 Dependencies are coroutines: FastAPI runs plain `def` dependencies in a worker thread, a
-hop that costs more than the lookups themselves. The prediction routes use none but the API
-key check: they declare the model's query parameters (`ModelQuery`, `DatasetQuery`,
-`VersionQuery`) and `X-Request-Timeout` (`RequestTimeoutHeader`) themselves, and reach the
-state through `settings_of` and `registry_of`. FastAPI solves every dependency of a request
-anew with a pass over its path, query, header and cookie parameters, a measurable share of a
-request (docs/performance.md).
+hop that costs more than the lookups themselves.
+
+The prediction routes use no dependency but the API key check and declare no parameter
+but their path: they validate their query (`ModelParameters` and their own) and
+`X-Request-Timeout` (`TimeoutHeader`, through `deadline_after`) with one pydantic model
+each, and reach the state through `settings_of` and `registry_of`. FastAPI solves every
+declared parameter and dependency anew on each request, a measurable share of a small
+request's cost (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.config import Settings
@@ -28,11 +32,11 @@ __all__ = [
     "MODEL_PATTERN",
     "NAME_PATTERN",
     "VERSION_PATTERN",
-    "DatasetQuery",
-    "ModelQuery",
+    "ModelParameters",
+    "Parameters",
     "RegistryDep",
-    "RequestTimeoutHeader",
     "SettingsDep",
+    "TimeoutHeader",
     "VersionQuery",
     "deadline_after",
     "get_registry",
@@ -59,10 +63,6 @@ class VersionRefConvertor(Convertor[str]):
 
 register_url_convertor("version_ref", VersionRefConvertor())
 
-VersionQuery = Annotated[
-    str | None,
-    Query(pattern=VERSION_PATTERN, description="version number or label (`stable`); default the newest"),
-]
 MODEL_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})?$"
 
 
@@ -103,35 +103,101 @@ async def get_registry(request: Request) -> ModelRegistry:
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-ModelQuery = Annotated[
-    str,
-    Query(
-        description="architecture (`custom2`), `dataset/arch` (`fashion_mnist/custom2`), "
-        "or a dataset (`mnist`) for its default model (`DEFAULT_MODELS`)",
-        pattern=MODEL_PATTERN,
-        examples=["custom2"],
-    ),
-]
-DatasetQuery = Annotated[
-    str | None,
-    Query(description="dataset of the model; default `DEFAULT_DATASET` (`mnist`)", pattern=NAME_PATTERN),
-]
+class Parameters(BaseModel):
+    """The query or header parameters of a prediction route, validated in one pydantic call.
+
+    FastAPI (0.165) re-derives every declared parameter's aliases and type on each request,
+    a cost that grows with their number (docs/performance.md); the prediction routes take
+    only the `Request` and read their parameters with `of`, and `openapi` documents them as
+    FastAPI would. Unknown parameters are ignored, as FastAPI does.
+
+    Subclasses set `location` (`query` or `header`; header fields take their header name as
+    alias, e.g. `x-request-timeout`).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    location: ClassVar[Literal["query", "header"]] = "query"
+
+    @classmethod
+    def of(cls, request: Request) -> Self:
+        """The parameters of `request` (the last value of a repeated one).
+
+        Raises:
+            RequestValidationError: A parameter is missing or invalid (422, FastAPI's own
+                error with the location `[location, name]`).
+        """
+        source = request.query_params if cls.location == "query" else request.headers
+        try:
+            return cls.model_validate(dict(source))
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**item, "loc": (cls.location, *item["loc"])} for item in error.errors(include_url=False)]
+            ) from None
+
+    @classmethod
+    def openapi(cls) -> list[dict[str, Any]]:
+        """OpenAPI parameter objects for the fields, as FastAPI writes declared parameters."""
+        schema = cls.model_json_schema(by_alias=True)
+        required = set(schema.get("required", ()))
+        return [
+            {
+                "name": name,
+                "in": cls.location,
+                "required": name in required,
+                "schema": field,
+                "description": field.get("description", ""),
+            }
+            for name, field in schema["properties"].items()
+        ]
+
+
+MODEL_DESCRIPTION = (
+    "architecture (`custom2`), `dataset/arch` (`fashion_mnist/custom2`), "
+    "or a dataset (`mnist`) for its default model (`DEFAULT_MODELS`)"
+)
+DATASET_DESCRIPTION = "dataset of the model; default `DEFAULT_DATASET` (`mnist`)"
+VERSION_DESCRIPTION = "version number or label (`stable`); default the newest"
+
+
+class ModelParameters(Parameters):
+    """`model`, `dataset` and `version`: which model version a `/predict` request names."""
+
+    model: str = Field(description=MODEL_DESCRIPTION, pattern=MODEL_PATTERN, examples=["custom2"])
+    dataset: str | None = Field(default=None, description=DATASET_DESCRIPTION, pattern=NAME_PATTERN)
+    version: str | None = Field(default=None, description=VERSION_DESCRIPTION, pattern=VERSION_PATTERN)
+
+
+VersionQuery = Annotated[str | None, Query(pattern=VERSION_PATTERN, description=VERSION_DESCRIPTION)]
+"""`version` as a declared parameter, for the routes that describe models."""
+
 MAX_REQUEST_TIMEOUT = 86400.0
 """The longest `X-Request-Timeout`, seconds, and its default; `REQUEST_TIMEOUT_SECONDS` caps it."""
-RequestTimeoutHeader = Annotated[
-    float,
-    Header(
+
+
+class TimeoutHeader(Parameters):
+    """`X-Request-Timeout`, seconds; a parameter of every prediction route."""
+
+    location: ClassVar[Literal["query", "header"]] = "header"
+    x_request_timeout: float = Field(
+        default=MAX_REQUEST_TIMEOUT,
+        alias="x-request-timeout",
+        title="X-Request-Timeout",
         ge=0.1,
         le=MAX_REQUEST_TIMEOUT,
         description="seconds the client will wait; work still queued then is dropped (504). "
         "REQUEST_TIMEOUT_SECONDS is the default and the upper bound",
-    ),
-]
-"""`X-Request-Timeout`, seconds; a parameter of every prediction route."""
+    )
 
 
-def deadline_after(request: Request, timeout: float = MAX_REQUEST_TIMEOUT) -> float:
+def deadline_after(request: Request) -> float:
     """Event-loop time (seconds) by which a request's answer is due: `REQUEST_TIMEOUT_SECONDS`
-    after it arrived, or `timeout` seconds if the client asked for less."""
+    after it arrived, or sooner if the client's `X-Request-Timeout` asks for less.
+
+    Raises:
+        RequestValidationError: `X-Request-Timeout` is not a number of seconds in
+            [0.1, 86400] (422).
+    """
+    timeout = TimeoutHeader.of(request).x_request_timeout if "x-request-timeout" in request.headers else None
     arrived = request.scope.get("arrived_at") or asyncio.get_running_loop().time()
-    return arrived + min(timeout, settings_of(request).request_timeout_seconds)
+    limit = settings_of(request).request_timeout_seconds
+    return arrived + (limit if timeout is None else min(timeout, limit))

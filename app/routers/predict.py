@@ -8,22 +8,14 @@ probability with the class names.
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
-from app.deps import (
-    MAX_REQUEST_TIMEOUT,
-    DatasetQuery,
-    ModelQuery,
-    RequestTimeoutHeader,
-    VersionQuery,
-    deadline_after,
-    registry_of,
-    settings_of,
-)
+from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_json, read_multipart
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
@@ -47,7 +39,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-REQUEST_BODY = {
+
+class PredictParameters(ModelParameters):
+    """The query of `POST /predict`."""
+
+    top_k: int | None = Field(
+        default=None, ge=1, le=1000, description="also list the k most probable classes (all of them if k is larger)"
+    )
+    preprocess: PreprocessMethod = Field(
+        default="auto",
+        description="`auto`: the model dataset's preprocessing; `none`: only resize to the input size",
+    )
+    include_input: bool = Field(
+        default=False,
+        description="also return what the model received (`model_input`: the preprocessed image, PNG base64)",
+    )
+
+
+OPENAPI_EXTRA = {
+    "parameters": [*PredictParameters.openapi(), *TimeoutHeader.openapi()],
     "requestBody": {
         "required": True,
         "content": {
@@ -91,7 +101,7 @@ REQUEST_BODY = {
                 "example": {"image": EXAMPLE_PNG_BASE64},
             },
         },
-    }
+    },
 }
 
 
@@ -174,41 +184,24 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
     response_model=PredictResponse | BatchPredictResponse,
     response_model_exclude_none=True,
     responses=ERROR_RESPONSES,
-    openapi_extra=REQUEST_BODY,
+    openapi_extra=OPENAPI_EXTRA,
     summary="Classify images",
 )
-async def predict(
-    request: Request,
-    model: ModelQuery,
-    dataset: DatasetQuery = None,
-    version: VersionQuery = None,
-    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
-    top_k: Annotated[
-        int | None,
-        Query(ge=1, le=1000, description="also list the k most probable classes (all of them if k is larger)"),
-    ] = None,
-    preprocess: Annotated[
-        PreprocessMethod,
-        Query(description="`auto`: the model dataset's preprocessing; `none`: only resize to the input size"),
-    ] = "auto",
-    include_input: Annotated[
-        bool,
-        Query(description="also return what the model received (`model_input`: the preprocessed image, PNG base64)"),
-    ] = False,
-) -> JSONResponse:
+async def predict(request: Request) -> JSONResponse:
     """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
-    served = registry_of(request).get(model, dataset=dataset, version=version)
-    deadline = deadline_after(request, x_request_timeout)
+    query = PredictParameters.of(request)
+    served = registry_of(request).get(query.model, dataset=query.dataset, version=query.version)
+    deadline = deadline_after(request)
     class_names = served.class_names
     images = await read_images(request, settings_of(request).body_limits)
     result = await served.classify(
         images,
-        preprocessing=None if preprocess == "auto" else preprocess,
+        preprocessing=None if query.preprocess == "auto" else query.preprocess,
         deadline=deadline,
         disconnected=request.receive,
     )
-    predictions = [make_prediction(row, class_names, top_k) for row in result.probabilities]
-    if include_input:
+    predictions = [make_prediction(row, class_names, query.top_k) for row in result.probabilities]
+    if query.include_input:
         for prediction, model_input in zip(predictions, result.inputs, strict=True):
             prediction["model_input"] = base64.b64encode(encode_model_input(model_input)).decode("ascii")
     info = {

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import MAX_REQUEST_TIMEOUT, RegistryDep, RequestTimeoutHeader, deadline_after, registry_of, settings_of
+from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, ModelNotFound, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -126,6 +126,7 @@ def parse_predict(body: Any) -> tuple[list[ModelInput], bool]:
 
 
 PREDICT_BODY = {
+    "parameters": TimeoutHeader.openapi(),
     "requestBody": {
         "required": True,
         "content": {
@@ -147,21 +148,20 @@ PREDICT_BODY = {
                 },
             }
         },
-    }
+    },
 }
 
 
-async def run_predict(request: Request, name: str, version: int | str | None, timeout: float) -> dict[str, Any]:
+async def run_predict(request: Request, name: str, version: int | str | None) -> dict[str, Any]:
     """Resolve the model, parse the body, classify, render TF Serving's answer.
 
     Args:
         request: The predict request.
         name: The model's TF Serving name.
         version: A version number, a version label, or None for the newest.
-        timeout: The client's `X-Request-Timeout`, seconds.
     """
     model = resolve(registry_of(request), name, version)
-    deadline = deadline_after(request, timeout)
+    deadline = deadline_after(request)
     inputs, columnar = parse_predict(await read_json(request, settings_of(request).body_limits))
     result = await model.classify(inputs, deadline=deadline, disconnected=request.receive)
     predictions = result.probabilities.tolist()
@@ -174,11 +174,9 @@ async def run_predict(request: Request, name: str, version: int | str | None, ti
     summary="Predict (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
-async def predict(
-    name: NamePath, request: Request, x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT
-) -> dict[str, Any]:
+async def predict(name: NamePath, request: Request) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
-    return await run_predict(request, name, None, x_request_timeout)
+    return await run_predict(request, name, None)
 
 
 @router.post(
@@ -191,10 +189,9 @@ async def predict_version(
     name: NamePath,
     version: VersionPath,
     request: Request,
-    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> dict[str, Any]:
     """TF Serving predict on one version."""
-    return await run_predict(request, name, version, x_request_timeout)
+    return await run_predict(request, name, version)
 
 
 @router.post(
@@ -207,10 +204,9 @@ async def predict_label(
     name: NamePath,
     label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
     request: Request,
-    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> dict[str, Any]:
     """TF Serving predict on the version a label (`stable`, `canary`) points at."""
-    return await run_predict(request, name, label, x_request_timeout)
+    return await run_predict(request, name, label)
 
 
 def version_status(registry: ModelRegistry, name: str, version: int | None) -> dict[str, Any]:

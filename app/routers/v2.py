@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from app.deps import MAX_REQUEST_TIMEOUT, RegistryDep, RequestTimeoutHeader, deadline_after, registry_of, settings_of
+from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
 from app.schemas import EXAMPLE_PNG_BASE64
@@ -255,6 +255,7 @@ def render(model: ServedModel, header: dict[str, Any], probabilities: np.ndarray
 
 
 INFER_BODY = {
+    "parameters": TimeoutHeader.openapi(),
     "requestBody": {
         "required": True,
         "content": {
@@ -328,7 +329,7 @@ INFER_BODY = {
                 "description": f"binary tensor data extension: a JSON header of `{HEADER_LENGTH}` bytes, then tensors",
             },
         },
-    }
+    },
 }
 
 
@@ -347,18 +348,16 @@ def request_deadline(header: dict[str, Any], deadline: float, request: Request) 
     return min(deadline, arrived + timeout / 1e6)
 
 
-async def infer(request: Request, name: str, version: str | None, timeout: float) -> Response:
+async def infer(request: Request, name: str, version: str | None) -> Response:
     """Resolve the model, parse the request (JSON or binary), classify, render.
 
     Args:
         request: The infer request.
         name: The model's name on this surface (`<dataset>-<arch>`).
         version: A version number, a version label, or None for the newest.
-        timeout: The client's `X-Request-Timeout`, seconds (the request's `timeout`
-            parameter may shorten it).
     """
     model = resolve(registry_of(request), name, version)
-    deadline = deadline_after(request, timeout)
+    deadline = deadline_after(request)
     limits = settings_of(request).body_limits
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
@@ -453,11 +452,9 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
     openapi_extra=INFER_BODY,
     response_model=None,
 )
-async def model_infer(
-    name: NamePath, request: Request, x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT
-) -> Response:
+async def model_infer(name: NamePath, request: Request) -> Response:
     """Classify a batch with the newest version: FP32 `images` or BYTES `image_bytes`, JSON or binary."""
-    return await infer(request, name, None, x_request_timeout)
+    return await infer(request, name, None)
 
 
 @router.post(
@@ -471,10 +468,9 @@ async def model_version_infer(
     name: NamePath,
     version: VersionPath,
     request: Request,
-    x_request_timeout: RequestTimeoutHeader = MAX_REQUEST_TIMEOUT,
 ) -> Response:
     """Classify a batch with one version."""
-    return await infer(request, name, version, x_request_timeout)
+    return await infer(request, name, version)
 
 
 protocol_fallback(router)
