@@ -189,6 +189,15 @@ def test_cifar_is_resized_by_the_shorter_side_and_centre_cropped() -> None:
     assert result[..., 0].min() > 0.9 and result[..., 2].max() < 0.1
 
 
+def test_cifar_crop_takes_the_centre_at_fractional_edges() -> None:
+    # 256x192 shrinks to 42.67x32: the central 192x192 square must become the 32x32 input
+    # exactly, with no column of the frame around it (whole-pixel rounding took a third of one).
+    image = Image.new("RGB", (256, 192), (255, 0, 0))
+    image.paste((0, 0, 255), (32, 0, 224, 192))
+    result = preprocess(image, "cifar10", (32, 32, 3))
+    assert result[..., 0].max() < 0.02 and result[..., 2].min() > 0.98
+
+
 def test_blank_image_gives_a_blank_input() -> None:
     assert preprocess(Image.new("RGB", (50, 50), "white"), "mnist", (28, 28, 1)).max() == 0.0
 
