@@ -142,8 +142,9 @@ Gaussian of radius 1); without it a shrunk upload is softer than the dataset's i
 
 CIFAR_SHARPEN = ImageFilter.UnsharpMask(radius=0.7, percent=50, threshold=0)
 """A photo shrunk to CIFAR-10's 32 px is softer than the dataset's images; sharpening it
-lifted the accuracy of airbench networks on validation images re-saved as uploads by 0.7
-points on average (of radius 0.5 and 0.7 x 0-75%, `benchmarks/sharpen_sweep.py`)."""
+lifted the accuracy of airbench networks on validation images re-saved as uploads by 0.8
+points on average, the best of radius 0.5 and 0.7 px x 0-75% (`benchmarks/sharpen_sweep.py`,
+docs/models.md)."""
 
 LIGHT_BACKGROUND = 127
 """A border median (gray level of 255) above this is a light background: the image is inverted."""
