@@ -141,10 +141,9 @@ Gaussian of radius 1); without it a shrunk upload is softer than the dataset's i
 (`benchmarks/uploads.py`)."""
 
 CIFAR_SHARPEN = ImageFilter.UnsharpMask(radius=0.7, percent=50, threshold=0)
-"""A photo shrunk to CIFAR-10's 32 px is softer than the dataset's images; sharpening it
-lifted the accuracy of airbench networks on validation images re-saved as uploads by 0.8
-points on average, the best of radius 0.5 and 0.7 px x 0-75% (`benchmarks/sharpen_sweep.py`,
-docs/models.md)."""
+"""A photo shrunk to CIFAR-10's 32 px is softer than the dataset's images. The best of radius
+0.5 and 0.7 px x 0-75% for airbench networks on validation images re-saved as uploads
+(`benchmarks/sharpen_sweep.py`; the figures are in docs/models.md)."""
 
 LIGHT_BACKGROUND = 127
 """A border median (gray level of 255) above this is a light background: the image is inverted."""
@@ -685,8 +684,8 @@ def preprocess_cifar(
 
     The region is cut at fractional pixel edges as part of the resize (Pillow's `box`),
     not after it: rounding the resized width and the crop offset to whole pixels shifted and
-    stretched the subject of a wide photo by up to half a pixel, which cost airbench about a
-    point on such photos (`benchmarks/uploads.py`'s `photo_jpeg`).
+    stretched the subject of a wide photo by up to half a pixel, which cost accuracy on such
+    photos (`benchmarks/uploads.py`'s `photo_jpeg`; docs/models.md).
     """
     rgb = _to_8bit(image, "RGB")
     height, width = size
