@@ -100,7 +100,10 @@ class ModelMetadata(BaseModel):
         None, description="Keras History: metric name to one value per epoch"
     )
     recipe: dict[str, Any] | None = Field(None, description="optimizer, learning rate, schedule, batch size, epochs...")
-    seed: int | None = None
+    seed: int | None = Field(None, description="seed of the weight initialisation, the shuffle and the augmentation")
+    split_seed: int | None = Field(
+        None, description="seed of the validation split when it differs from `seed` (None: `seed`)"
+    )
     steps_per_execution: int | None = None
     class_weight: dict[str, float] | None = None
     quick: bool = Field(False, description="a few hundred images and one epoch: a smoke test, not a model")
@@ -125,6 +128,11 @@ class ModelMetadata(BaseModel):
         ):
             raise ValueError(f"confusion_matrix is not {classes}x{classes}")
         return self
+
+    @property
+    def validation_seed(self) -> int | None:
+        """The seed `split_validation` held out the validation images with."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def model_id(self) -> str:

@@ -252,7 +252,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
     epochs = 1 if config.quick else recipe.epochs
     keras.utils.set_random_seed(config.seed)
     x_train, y_train, x_val, y_val = split_validation(
-        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
+        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.validation_seed
     )
     batch_size = min(recipe.batch_size, len(x_train))
     # The training set's statistics: CIFAR-10's are airbench's constants to 3 decimals.

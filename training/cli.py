@@ -51,6 +51,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, help="version folder (default: next free)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--split-seed", type=int, help="seed of the validation split alone (default: --seed); same images, new network"
+    )
     parser.add_argument("--quick", action="store_true", help="512 train / 256 test images, one epoch")
     parser.add_argument("--resume", action="store_true", help="continue from the last backed-up epoch")
     parser.add_argument("--steps-per-execution", type=int, default=1)
@@ -119,6 +122,7 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
         arch=args.arch,
         recipe=resolve_recipe(args.arch, vars(args)),
         seed=args.seed,
+        split_seed=args.split_seed,
         run_dir=args.run_dir or get_settings().runs_dir / f"{dataset.name}-{args.arch}",
         resume=args.resume,
         class_weight=class_weight,

@@ -200,7 +200,7 @@ def make_ensemble(
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
     if len(members) < (1 if translate else 2):
         raise ValueError("an ensemble needs at least two members (or one with translated views)")
-    splits = {member.name: (member.metadata.seed, (member.metadata.recipe or {}).get("validation_split"))
+    splits = {member.name: (member.metadata.validation_seed, (member.metadata.recipe or {}).get("validation_split"))
               for member in members}  # fmt: skip
     seeds = {seed for seed, _ in splits.values()}
     if len(seeds) != 1:

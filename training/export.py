@@ -180,6 +180,7 @@ def export_model(
         "history": result.history,
         "recipe": dataclasses.asdict(config.recipe),
         "seed": config.seed,
+        "split_seed": config.split_seed,
         "steps_per_execution": config.steps_per_execution,
         "class_weight": {str(k): v for k, v in (config.class_weight or {}).items()} or None,
         "quick": config.quick,

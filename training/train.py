@@ -47,6 +47,9 @@ class TrainConfig:
         arch: Architecture name, a key of `training.architectures.ARCHITECTURES`.
         recipe: The recipe, the architecture's default with command-line overrides.
         seed: Seed for the shuffle, the validation split, weight init and dropout.
+        split_seed: Seed for the validation split alone, when it must differ from `seed`:
+            networks trained from several seeds on the same held-out images, so that
+            an ensemble of them can be chosen on those images. None: `seed`.
         run_dir: Folder for checkpoints, the backup used by `resume` and the epoch log.
         resume: Continue from the last epoch backed up in `run_dir` instead of starting over.
         class_weight: Class index -> loss weight, or None for equal weights.
@@ -63,6 +66,7 @@ class TrainConfig:
     arch: str
     recipe: Recipe
     seed: int = 42
+    split_seed: int | None = None
     run_dir: Path = Path("runs/default")
     resume: bool = False
     class_weight: dict[int, float] | None = None
@@ -70,6 +74,11 @@ class TrainConfig:
     quick: bool = False
     initial_weights: Path | None = None
     flip_average: bool = False
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed of the validation split: `split_seed`, or `seed` when it is None."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass
@@ -324,7 +333,7 @@ def train(dataset: Dataset, config: TrainConfig, *, callbacks: Sequence[keras.ca
     keras.utils.set_random_seed(config.seed)
 
     x_train, y_train, x_val, y_val = split_validation(
-        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.seed
+        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.validation_seed
     )
     augmentation = make_augmentation(dataset.name, config.seed, recipe.augmentation) if recipe.augment else None
     train_data = make_pipeline(
