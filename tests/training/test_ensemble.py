@@ -31,11 +31,18 @@ def _store_with_members(
     fractions: tuple[float, float] = (0.15, 0.15),
     seeds: tuple[int, int] = (0, 1),
     split_seeds: tuple[int, int] = (42, 42),
+    init_seeds: tuple[int | None, int | None] = (None, None),
 ) -> None:
-    for seed, arch, fraction, split_seed in zip(seeds, ("a", "b"), fractions, split_seeds, strict=True):
+    """Two tiny models `a` and `b` whose metadata say they held out `fractions` of the
+    training images with `split_seeds`; with `init_seeds`, they were initialised from those
+    seeds and recorded the split's seed apart (`--split-seed`)."""
+    for seed, arch, fraction, split_seed, init_seed in zip(
+        seeds, ("a", "b"), fractions, split_seeds, init_seeds, strict=True
+    ):
         folder = export_tiny_model(store, "mnist", arch, seed=seed)
         metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
-        metadata = metadata.model_copy(update={"seed": split_seed, "recipe": {"validation_split": fraction}})
+        recorded = {"seed": split_seed} if init_seed is None else {"seed": init_seed, "split_seed": split_seed}
+        metadata = metadata.model_copy(update={**recorded, "recipe": {"validation_split": fraction}})
         (folder / "metadata.json").write_text(metadata.model_dump_json())
 
 
@@ -99,6 +106,25 @@ def test_members_with_validation_splits_of_different_seeds_are_refused(tmp_path:
     with pytest.raises(ValueError, match="different validation images"):
         make_ensemble(
             small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=True,
+            max_members=5, command="python -m training ensemble",
+        )  # fmt: skip
+
+
+def test_members_of_several_seeds_on_one_split_are_scored_together(tmp_path: Path, small_mnist: Dataset) -> None:
+    _store_with_members(tmp_path, init_seeds=(42, 7), split_seeds=(42, 42))
+    folder = make_ensemble(
+        small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=False,
+        max_members=5, command="python -m training ensemble",
+    )  # fmt: skip
+    metadata = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes())
+    assert metadata.val_size == 60 and metadata.validation_seed == 42
+
+
+def test_members_of_one_init_seed_on_different_splits_are_refused(tmp_path: Path, small_mnist: Dataset) -> None:
+    _store_with_members(tmp_path, init_seeds=(42, 42), split_seeds=(42, 7))
+    with pytest.raises(ValueError, match="different validation images"):
+        make_ensemble(
+            small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=False,
             max_members=5, command="python -m training ensemble",
         )  # fmt: skip
 
