@@ -9,9 +9,12 @@ stay fast, memory stays flat (issue 12).
    probe client posts the same upload at a steady rate and records each answer's status
    and latency. The probe's figures give the
    p99 of accepted requests and how fast the shed ones get their 503; wrk gives the
-   totals. Resident memory is read before and after.
+   totals. Resident memory (of every worker) is read before and after.
 
-    .venv/bin/python benchmarks/overload.py [--model custom2] [--duration 30]
+With `--workers N`, N uvicorn workers share the port and the bound: each admits
+`--concurrency / N` requests in flight.
+
+    .venv/bin/python benchmarks/overload.py [--model custom2] [--duration 30] [--workers 2]
 """
 
 from __future__ import annotations
@@ -68,11 +71,16 @@ def main() -> int:
     parser.add_argument("--probe-rate", type=float, default=20.0, help="probe requests per second")
     parser.add_argument("--image", type=Path, default=ROOT / "tests" / "data" / "7.png")
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "overload.json")
     args = parser.parse_args()
 
-    env = {"MAX_REQUESTS_IN_FLIGHT": str(args.concurrency), "LOG_LEVEL": "WARNING"}
-    server = Server("app.main:app", args.port, env=env)
+    per_worker = max(1, args.concurrency // args.workers)
+    env = {"MAX_REQUESTS_IN_FLIGHT": str(per_worker), "LOG_LEVEL": "WARNING"}
+    metrics_dir = tempfile.TemporaryDirectory()  # prometheus-client's multiprocess mode, as scripts/serve.sh sets it
+    if args.workers > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+    server = Server("app.main:app", args.port, env=env, workers=args.workers)
     server.start("/readyz")
     url = f"{server.url}/predict?model={args.model}"
     try:
@@ -95,6 +103,7 @@ def main() -> int:
         rss_after = rss_bytes(server.process.pid)  # type: ignore[union-attr]
     finally:
         server.stop()
+        metrics_dir.cleanup()
 
     accepted = [seconds for status, seconds in probed if status == 200]
     shed = [seconds for status, seconds in probed if status == 503]
@@ -102,6 +111,8 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "model": args.model,
+        "workers": args.workers,
+        "max_requests_in_flight_per_worker": per_worker,
         "saturation": saturation,
         "overload": overload,
         "connections": args.connections,

@@ -71,6 +71,14 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_path: str, timeout: float = 120.0) -> None:
+        """Start the server and wait until `ready_path` answers 200: with several workers,
+        20 times in a row on new connections (each may reach any worker, and each worker
+        loads its models on its own).
+
+        Raises:
+            RuntimeError: The process exited.
+            TimeoutError: Not ready within `timeout` seconds.
+        """
         command = [sys.executable, "-m", "uvicorn", self.target, "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--workers", str(self.workers), "--no-access-log", "--log-level", "warning"]
         started = time.perf_counter()
@@ -79,9 +87,12 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.target} exited with {self.process.returncode}")
             try:
-                if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
-                    self.startup_seconds = time.perf_counter() - started
-                    return
+                in_a_row = 0
+                while httpx.get(self.url + ready_path, timeout=1).status_code == 200:
+                    in_a_row += 1
+                    if in_a_row >= (1 if self.workers == 1 else 20):
+                        self.startup_seconds = time.perf_counter() - started
+                        return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
