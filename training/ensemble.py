@@ -2,9 +2,10 @@
 
 `python -m training ensemble --dataset mnist --members custom2,custom4,custom5 [--search]`
 loads the members' SavedModels from the store, scores them on the validation images none of
-them trained on (with one seed, `split_validation` holds out the last images of one
+them trained on (with one split seed, `split_validation` holds out the last images of one
 permutation, so a smaller fraction's images are held out by every larger one too: the
-smallest fraction is used; different seeds are refused), optionally searches the subsets
+smallest fraction is used; different split seeds are refused, while networks initialised
+from different seeds with `--split-seed` share their split), optionally searches the subsets
 of the listed members for the most accurate on that split (never on the test set), and
 exports the chosen ensemble as a store version with the same `serving_default` signature
 (`images` -> `probabilities`) as any model, its metadata listing the members and its own
@@ -192,7 +193,7 @@ def make_ensemble(
 
     Raises:
         ValueError: Fewer than two members (one with `translate`), weights not matching them, members whose
-            validation splits come from different seeds or are unrecorded (the search would
+            validation splits come from different split seeds or are unrecorded (the search would
             see training images), or (with `search`) no subset more accurate on validation than its best
             member alone.
         FileNotFoundError: A member is not in the store.
