@@ -62,7 +62,11 @@ class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     dataset: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="dataset id, e.g. `mnist`")
-    arch: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="architecture name, e.g. `custom2`")
+    arch: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="the model's name in the store, its architecture's name unless `architecture` says otherwise, "
+        "e.g. `custom2`",
+    )
     version: int = Field(ge=1, description="the integer version folder it lives in")
     class_names: list[str] = Field(min_length=2, description="class names indexed by class index")
     input_shape: tuple[int, int, int] = Field(description="(height, width, channels) of one input, pixels")
@@ -77,6 +81,9 @@ class ModelMetadata(BaseModel):
         description="`flip_average`: the SavedModel answers the mean over the image and its mirror image; "
         "`translate_average` (an ensemble's): each member's answer is averaged over the image and "
         "two one-pixel translations of it",
+    )
+    architecture: str | None = Field(
+        None, description="the architecture (training.architectures) when the store name `arch` differs from it"
     )
     members: list[EnsembleMember] | None = Field(None, description="an ensemble's member models")
 

@@ -14,6 +14,7 @@ import dataclasses
 import fnmatch
 import json
 import logging
+import re
 import shlex
 import sys
 import tomllib
@@ -40,6 +41,13 @@ def _class_weight(value: str) -> str | dict[int, float]:
         raise argparse.ArgumentTypeError(f"expected 'balanced' or a JSON object, got {value!r}") from error
 
 
+def _store_name(value: str) -> str:
+    """Parse `--name`: what a store folder and `ModelMetadata.arch` accept."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value):
+        raise argparse.ArgumentTypeError(f"a store name is 1-64 letters, digits, '_', '.' or '-', got {value!r}")
+    return value
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `train`; recipe flags default to None, meaning the architecture's recipe."""
     settings = get_settings()
@@ -47,6 +55,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, cifar10 or folder:PATH")
     parser.add_argument("--data-dir", type=Path, default=settings.data_dir, help="default: $DATA_DIR")
     parser.add_argument("--output-dir", type=Path, default=settings.models_dir, help="model store root")
+    parser.add_argument(
+        "--name",
+        type=_store_name,
+        help="store name, when not the architecture's (a second network that is not a new release of it)",
+    )
     parser.add_argument("--run-dir", type=Path, help="checkpoints and epoch log (default runs/<dataset>-<arch>)")
     parser.add_argument("--version", type=int, help="version folder (default: next free)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
@@ -123,7 +136,8 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
         recipe=resolve_recipe(args.arch, vars(args)),
         seed=args.seed,
         split_seed=args.split_seed,
-        run_dir=args.run_dir or get_settings().runs_dir / f"{dataset.name}-{args.arch}",
+        name=args.name,
+        run_dir=args.run_dir or get_settings().runs_dir / f"{dataset.name}-{args.name or args.arch}",
         resume=args.resume,
         class_weight=class_weight,
         steps_per_execution=args.steps_per_execution,
@@ -131,8 +145,8 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
         initial_weights=args.initial_weights,
         flip_average=args.flip_average,
     )
-    version = args.version or next_version(args.output_dir, dataset.name, args.arch)
-    logger.info("training %s on %s (%s) -> version %d", args.arch, dataset.name, dataset.source, version)
+    version = args.version or next_version(args.output_dir, dataset.name, config.store_name)
+    logger.info("training %s on %s (%s) -> %s v%d", args.arch, dataset.name, dataset.source, config.store_name, version)
     result = train(dataset, config)
     target = export_model(
         result,

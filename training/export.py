@@ -135,7 +135,7 @@ def export_model(
     Raises:
         FileExistsError: The version exists and `force` is False.
     """
-    target = store_dir / dataset.name / config.arch / str(version)
+    target = store_dir / dataset.name / config.store_name / str(version)
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force or another --version")
     staging = staging_folder(target)
@@ -146,7 +146,7 @@ def export_model(
     y_test = dataset.y_test[:test_size]
     y_pred = result.test_probabilities.argmax(axis=1)
     matrix = reports.confusion_matrix(y_test, y_pred, dataset.num_classes)
-    title = f"{dataset.name}/{config.arch} v{version}"
+    title = f"{dataset.name}/{config.store_name} v{version}"
     _plot_history(result.history, config.initial_weights, staging / "history.png", title=title, version=version)
     reports.plot_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png", title=title)
     reports.plot_errors(
@@ -160,7 +160,8 @@ def export_model(
     epoch_seconds = [round(seconds, 2) for seconds in result.epoch_seconds]
     metadata = ModelMetadata(**{
         "dataset": dataset.name,
-        "arch": config.arch,
+        "arch": config.store_name,
+        "architecture": config.arch if config.name else None,
         "version": version,
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),

@@ -47,6 +47,9 @@ class TrainConfig:
         arch: Architecture name, a key of `training.architectures.ARCHITECTURES`.
         recipe: The recipe, the architecture's default with command-line overrides.
         seed: Seed for the shuffle, the validation split, weight init and dropout.
+        name: The store name (`<dataset>/<name>/<version>`) when it must differ from
+            `arch`: a second network of one architecture that is not a new release of the
+            first (an ensemble member from another seed). None: `arch`.
         split_seed: Seed for the validation split alone, when it must differ from `seed`:
             networks trained from several seeds on the same held-out images, so that
             an ensemble of them can be chosen on those images. None: `seed`.
@@ -67,6 +70,7 @@ class TrainConfig:
     recipe: Recipe
     seed: int = 42
     split_seed: int | None = None
+    name: str | None = None
     run_dir: Path = Path("runs/default")
     resume: bool = False
     class_weight: dict[int, float] | None = None
@@ -74,6 +78,11 @@ class TrainConfig:
     quick: bool = False
     initial_weights: Path | None = None
     flip_average: bool = False
+
+    @property
+    def store_name(self) -> str:
+        """The model's folder in the store: `name`, or `arch` when it is None."""
+        return self.name or self.arch
 
     @property
     def validation_seed(self) -> int:

@@ -102,6 +102,28 @@ def test_second_run_gets_the_next_version_and_compare_lists_it(
     assert "lenet" in board and "mlp" in board and "61,706" in board
 
 
+def test_a_second_network_of_one_architecture_under_its_own_name(data_dir: Path, tmp_path: Path) -> None:
+    argv = ["train", "--arch", "mlp", "--dataset", "mnist", "--quick", "--data-dir", str(data_dir), "--run-dir"]
+    argv += [
+        str(tmp_path / "run"),
+        "--output-dir",
+        str(tmp_path / "store"),
+        "--name",
+        "mlp_seed7",
+        "--seed",
+        "7",
+        "--split-seed",
+        "42",
+    ]
+    main(argv)
+    metadata = json.loads((tmp_path / "store" / "mnist" / "mlp_seed7" / "1" / "metadata.json").read_text())
+    assert (metadata["arch"], metadata["architecture"], metadata["version"]) == ("mlp_seed7", "mlp", 1)
+    assert (metadata["seed"], metadata["split_seed"]) == (7, 42)
+    assert not (tmp_path / "store" / "mnist" / "mlp").exists()
+    with pytest.raises(SystemExit):
+        main([*argv[:-6], "--name", "../mlp"])
+
+
 def test_recipe_overrides() -> None:
     recipe = resolve_recipe("custom2", {"epochs": 3, "patience": 0, "dropout": 0.1, "batch_size": None})
     assert recipe.epochs == 3
