@@ -60,7 +60,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=_store_name,
         help="store name, when not the architecture's (a second network that is not a new release of it)",
     )
-    parser.add_argument("--run-dir", type=Path, help="checkpoints and epoch log (default runs/<dataset>-<arch>)")
+    parser.add_argument(
+        "--run-dir", type=Path, help="checkpoints and epoch log (default runs/<dataset>-<name or arch>)"
+    )
     parser.add_argument("--version", type=int, help="version folder (default: next free)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
     parser.add_argument("--seed", type=int, default=42)
