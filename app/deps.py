@@ -26,6 +26,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from app.config import Settings
 from app.errors import NotReady
 from app.inference import ModelRegistry
+from modelstore import NAME_PATTERN
 
 __all__ = [
     "MAX_REQUEST_TIMEOUT",
@@ -44,7 +45,6 @@ __all__ = [
     "settings_of",
 ]
 
-NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 VERSION_PATTERN = r"^([0-9]{1,10}|[A-Za-z][A-Za-z0-9_\-]{0,31})$"
 """A version number or a version label (`stable`, `canary`)."""
 

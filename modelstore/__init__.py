@@ -16,11 +16,12 @@ from modelstore.layout import (
     staging_folder,
     version_folders,
 )
-from modelstore.metadata import ModelMetadata, SplitMetrics, public_command
+from modelstore.metadata import NAME_PATTERN, ModelMetadata, SplitMetrics, public_command
 
 __all__ = [
     "INPUT_NAME",
     "METADATA_FILE",
+    "NAME_PATTERN",
     "OUTPUT_NAME",
     "REPORT_IMAGES",
     "SIGNATURE_NAME",

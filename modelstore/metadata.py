@@ -41,6 +41,10 @@ class ClassMetrics(BaseModel):
     support: int = Field(ge=0, description="test images of this class")
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+"""A dataset id or a model's store name: one path segment of the store."""
+
+
 class EnsembleMember(BaseModel):
     """One model of an ensemble: a store version and its weight in the mean of probabilities."""
 
@@ -61,9 +65,9 @@ class ModelMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    dataset: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="dataset id, e.g. `mnist`")
+    dataset: str = Field(pattern=NAME_PATTERN, description="dataset id, e.g. `mnist`")
     arch: str = Field(
-        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        pattern=NAME_PATTERN,
         description="the model's name in the store, its architecture's name unless `architecture` says otherwise, "
         "e.g. `custom2`",
     )

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modelstore import NAME_PATTERN
 from training.architectures import ARCHITECTURES, Recipe
 from training.config import PROJECT_ROOT, get_settings
 from training.store import read_store
@@ -43,7 +44,7 @@ def _class_weight(value: str) -> str | dict[int, float]:
 
 def _store_name(value: str) -> str:
     """Parse `--name`: what a store folder and `ModelMetadata.arch` accept."""
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value):
+    if not re.fullmatch(NAME_PATTERN, value):
         raise argparse.ArgumentTypeError(f"a store name is 1-64 letters, digits, '_', '.' or '-', got {value!r}")
     return value
 
