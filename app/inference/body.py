@@ -177,8 +177,8 @@ async def read_multipart(request: Request, limits: BodyLimits) -> list[FormPart]
     Raises:
         PayloadTooLarge: Over `limits.max_bytes`, declared or counted (413).
         RequestTimeout: Not all there within `limits.read_timeout` seconds (408).
-        BadRequest: No boundary, malformed multipart, a part without a name, or more
-            text fields or files than the limits (400).
+        BadRequest: No boundary or one over 256 bytes, malformed multipart, a part without
+            a name, or more text fields or files than the limits (400).
     """
     _declared_length(request, limits)
     _, options = parse_options_header(request.headers.get("content-type", ""))
@@ -186,8 +186,8 @@ async def read_multipart(request: Request, limits: BodyLimits) -> list[FormPart]
     if not boundary:
         raise BadRequest("malformed multipart body: the Content-Type has no boundary")
     collector = _FormCollector(limits)
-    parser = MultipartParser(boundary, collector.callbacks())
     try:
+        parser = MultipartParser(boundary, collector.callbacks())  # refuses a boundary over 256 bytes
         async with _read_deadline(limits):
             async for chunk in _stream(request, limits):
                 parser.write(chunk)

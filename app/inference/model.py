@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from app import logs, metrics
-from app.errors import DeadlineExceeded, ModelFailed, Overloaded, ServiceError
+from app.errors import BadRequest, DeadlineExceeded, ModelFailed, Overloaded, ServiceError
 from app.inference.batching import DynamicBatcher
 from app.inference.deadlines import CHECK_AFTER, LazyDeadline
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
@@ -361,9 +361,37 @@ class ServedModel:
         used = method if any(isinstance(item, EncodedImage) for item in items) else "none"
         if len(prepared) == 1:  # views, not copies: most requests carry one input
             row = await self._predict(prepared[0])
-            return Classification(row[np.newaxis], used, prepared[0][np.newaxis])
-        rows = await asyncio.gather(*(self._predict(row) for row in prepared))
-        return Classification(np.stack(rows), used, np.stack(prepared))
+            result = Classification(row[np.newaxis], used, prepared[0][np.newaxis])
+        else:
+            rows = await asyncio.gather(*(self._predict(row) for row in prepared))
+            result = Classification(np.stack(rows), used, np.stack(prepared))
+        self._check_finite(result, items)
+        return result
+
+    def _check_finite(self, result: Classification, items: list[EncodedImage | np.ndarray]) -> None:
+        """Refuse probabilities that are NaN or infinite, which no protocol can answer.
+
+        A finite tensor far outside the model's input range (3e38 in every pixel) overflows
+        inside the network; an image, which the pipeline scales into the range itself, never
+        should, so there the model is at fault.
+
+        Raises:
+            BadRequest: A tensor input made them (400).
+            ModelFailed: An image input made them (500).
+        """
+        finite = np.isfinite(result.probabilities).all(axis=1)
+        if finite.all():
+            return
+        index = int(np.flatnonzero(~finite)[0])
+        if isinstance(items[index], np.ndarray):
+            values = result.inputs[index]
+            low, high = self.metadata.input_range
+            raise BadRequest(
+                f"input {index}: the model's probabilities are not finite for this tensor, whose values span "
+                f"[{values.min():g}, {values.max():g}]; the model takes values in [{low:g}, {high:g}]"
+            )
+        logger.error("%s v%d gave non-finite probabilities for input %d", self.model_id, self.version, index)
+        raise ModelFailed(f"{self.model_id} v{self.version} failed on input {index}")
 
     async def classify(
         self,
@@ -389,12 +417,13 @@ class ServedModel:
             The probabilities of every input, in order, and the inputs the model received.
 
         Raises:
-            BadRequest: Bad base64, or a tensor that is malformed or of the wrong shape (400).
+            BadRequest: Bad base64, or a tensor that is malformed, of the wrong shape, or so
+                far outside the input range that the probabilities are not finite (400).
             PayloadTooLarge: Over the limits on images, tensor elements or pixels (413).
             UnsupportedImage: A file that is not a decodable image (415).
             Overloaded: Too many requests in flight, or too many inputs queued (503).
             DeadlineExceeded: The deadline passed before the inputs reached the model (504).
-            ModelFailed: The model call raised (500).
+            ModelFailed: The model call raised, or gave non-finite probabilities for an image (500).
             ClientDisconnect: The client went away.
         """
         try:

@@ -211,6 +211,7 @@ IMAGE_PART = (
     [
         ("multipart/form-data", _multipart(IMAGE_PART), 400, "no boundary"),
         ("multipart/form-data; boundary=b0undary", b"--b0undary\r\nnot a header line", 400, "malformed multipart"),
+        ("multipart/form-data; boundary=" + "b" * 300, _multipart(IMAGE_PART, boundary=b"b" * 300), 400, "Boundary"),
         (
             "multipart/form-data; boundary=b0undary",
             _multipart(b"Content-Disposition: form-data\r\n\r\n" + SEVEN),

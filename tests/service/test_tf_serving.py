@@ -73,6 +73,7 @@ def test_model_status(client: TestClient) -> None:
         ("/v1/models/mnist-tiny/versions/5:predict", {"instances": [SEVEN_TENSOR]}, 404),
         ("/v1/models/mnist-tiny:predict", {"instances": [[1.0, 2.0]]}, 400),
         ("/v1/models/mnist-tiny:predict", {"instances": [[[float("nan")] * 28] * 28]}, 400),
+        ("/v1/models/mnist-tiny:predict", {"instances": [[[3e38] * 28] * 28]}, 400),  # overflows the network
         ("/v1/models/mnist-tiny:predict", {"instances": [], "inputs": []}, 400),
         ("/v1/models/mnist-tiny:predict", {"instances": []}, 400),
         ("/v1/models/mnist-tiny:predict", {"instances": [{"b64": "!!!"}]}, 400),

@@ -108,6 +108,14 @@ def test_wrong_shape_is_a_400(client: triton.InferenceServerClient) -> None:
     assert error.value.status() == "400"
 
 
+def test_a_tensor_that_overflows_the_model_is_a_400(client: triton.InferenceServerClient) -> None:
+    tensor = triton.InferInput("images", [1, 28, 28, 1], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 28, 28, 1), 3e38, np.float32))  # finite, but the network overflows
+    with pytest.raises(InferenceServerException, match="probabilities are not finite") as error:
+        client.infer("mnist-tiny", [tensor])
+    assert error.value.status() == "400"
+
+
 def test_unknown_model_is_a_404(client: triton.InferenceServerClient) -> None:
     tensor = triton.InferInput("images", [1, 28, 28, 1], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, 28, 28, 1), np.float32))
