@@ -36,7 +36,11 @@ ACCESS_LOGGER = logging.getLogger("app.access")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
-SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error")
+
+SERVER_ACCESS_LOGGER = "uvicorn.access"
+"""uvicorn's access log, which `app.access` replaces: kept silent, or each request would
+log twice and build a second line on the event loop."""
 
 
 def note(**fields: Any) -> None:
@@ -89,6 +93,10 @@ def configure_logging(level: str, log_format: str) -> None:
         server_logger = logging.getLogger(name)
         server_logger.handlers = []
         server_logger.propagate = True
+    # Without handlers anywhere up its chain, uvicorn skips the line (`hasHandlers()`).
+    server_access = logging.getLogger(SERVER_ACCESS_LOGGER)
+    server_access.handlers = []
+    server_access.propagate = False
 
 
 def access(method: str, route: str, status: int, seconds: float) -> None:

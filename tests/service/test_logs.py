@@ -36,4 +36,14 @@ def test_json_logs_with_request_ids_and_access_lines(tiny_store: Path, tmp_path:
     }
     assert access["logged-2"]["status"] == 415 and access["logged-2"]["route"] == "/v1/models/{name:model_name}:predict"
     assert any(entry["logger"].startswith("uvicorn") for entry in entries)  # the server's own lines too
+    assert not [entry for entry in entries if entry["logger"] == "uvicorn.access"]  # one access line a request
+
+
+def test_one_access_line_per_request_whatever_uvicorn_is_told(tiny_store: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with serve(tiny_store, stderr=str(log)) as (url, _):  # uvicorn's access log left on
+        for _ in range(3):
+            assert httpx.post(f"http://{url}/predict?model=tiny", files=upload(SEVEN)).status_code == 200
+    lines = [line for line in log.read_text().splitlines() if "POST" in line]
+    assert len(lines) == 3 and all(" app.access " in line for line in lines), lines
     assert base64.b64encode(SEVEN).decode()[:40] not in log.read_text()
