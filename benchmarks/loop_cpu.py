@@ -1,4 +1,4 @@
-"""Event-loop CPU per request: the ASGI app driven in-process, no sockets, no uvicorn.
+r"""Event-loop CPU per request: the ASGI app driven in-process, no sockets, no uvicorn.
 
 `--concurrency` coroutines post `tests/data/7.png` as multipart to `/predict?model=...`
 until `--requests` answers, with the app's lifespan (every model of `MODELS_DIR` loaded)
@@ -8,7 +8,8 @@ cumulative time. With `MAX_REQUESTS_IN_FLIGHT=1` nearly every request is refused
 gives the app's cost of a 503:
 
     MODELS_DIR=/tmp/one-model .venv/bin/python benchmarks/loop_cpu.py --concurrency 16 --requests 1600
-    MODELS_DIR=/tmp/one-model MAX_REQUESTS_IN_FLIGHT=1 .venv/bin/python benchmarks/loop_cpu.py --concurrency 16 --requests 3200
+    MODELS_DIR=/tmp/one-model MAX_REQUESTS_IN_FLIGHT=1 \
+        .venv/bin/python benchmarks/loop_cpu.py --concurrency 16 --requests 3200
 """
 
 from __future__ import annotations
