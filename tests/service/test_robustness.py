@@ -9,6 +9,7 @@ import io
 import json
 import signal
 import struct
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -227,6 +228,17 @@ def test_work_of_a_past_deadline_or_a_gone_client_never_reaches_the_model(
     monkeypatch.setattr("app.inference.model.DISCONNECT_CHECK_AFTER", 0.0)  # watch at once
     model = client.app_state["registry"].get("tiny")
     image = np.zeros((28, 28, 1), np.float32)
+    # The model is held busy with another request's batch while the client goes away, so
+    # its inputs are still queued when that is noticed (a batch already running is not undone).
+    entered, release = threading.Event(), threading.Event()
+    run_batch = model.batcher.run_batch
+
+    def held(inputs: np.ndarray) -> np.ndarray:
+        entered.set()
+        release.wait(10)
+        return run_batch(inputs)
+
+    monkeypatch.setattr(model.batcher, "run_batch", held)
 
     async def late() -> None:
         loop = asyncio.get_running_loop()
@@ -237,13 +249,19 @@ def test_work_of_a_past_deadline_or_a_gone_client_never_reaches_the_model(
         async def disconnected() -> None:
             return None
 
+        busy = asyncio.ensure_future(model.classify([Tensor(image)]))
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
         with pytest.raises(ClientDisconnect):
             await model.classify([Tensor(image)] * 8, disconnected=disconnected)
+        release.set()
+        await busy
 
     before = model.batcher.batches_run
     client.portal.call(late)  # type: ignore[union-attr]
-    client.portal.call(gone)  # type: ignore[union-attr]
     assert model.batcher.batches_run == before
+    client.portal.call(gone)  # type: ignore[union-attr]
+    assert model.batcher.batches_run == before + 1  # the busy request's batch alone
 
 
 def test_a_failing_model_answers_its_request_and_the_others_keep_serving(tiny_store: Path) -> None:
