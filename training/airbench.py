@@ -43,13 +43,14 @@ if TYPE_CHECKING:
     from training.datasets import Dataset
     from training.train import TrainConfig, TrainResult
 
-__all__ = ["AIRBENCH_RECIPE", "AirbenchRecipe", "build_airbench", "train_airbench"]
+__all__ = ["AIRBENCH_RECIPE", "AirbenchRecipe", "build_airbench", "build_airbench94", "train_airbench"]
 
 logger = logging.getLogger(__name__)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 WIDTHS = (64, 128, 128)
+AIRBENCH94_WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
 BATCH_NORM_MOMENTUM = 0.6
 OUTPUT_SCALE = 1 / 9
@@ -167,6 +168,25 @@ def build_airbench(
     return keras.Model(inputs, outputs, name="airbench")
 
 
+def build_airbench94(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> keras.Model:
+    """airbench94's network: `build_airbench` with blocks of 64, 256 and 256 filters.
+
+    The widths of `airbench/airbench94.py` (github.com/KellerJordan/cifar10-airbench), whose
+    recipe is airbench93's at 9.9 epochs: 94% on CIFAR-10 there. About 2.2 times the
+    multiply-adds of airbench93's network per image (118 M against 54 M for 32x32x3).
+
+    Returns:
+        As `build_airbench`; for 32x32x3 and 10 classes: 1,973,944 parameters.
+    """
+    return build_airbench(input_shape, num_classes, widths=AIRBENCH94_WIDTHS, mean=mean, std=std)
+
+
 def whitening_kernel(images: np.ndarray, *, kernel_size: int = WHITEN_KERNEL, eps: float = 5e-4) -> np.ndarray:
     """The whitening filters of airbench's `init_whitening_conv` for normalised images.
 
@@ -244,7 +264,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
         A `TrainResult` like `training.train.train`'s, `epoch_seconds` per epoch and the
         history's `loss`, `accuracy` (last batch) and `val_accuracy` per epoch.
     """
-    from training.architectures import with_flip_average
+    from training.architectures import ARCHITECTURES, with_flip_average
     from training.train import MIRRORED_DATASETS, TrainResult, evaluate_splits, make_pipeline, split_validation
 
     hyp = AIRBENCH_RECIPE
@@ -258,7 +278,7 @@ def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
     # The training set's statistics: CIFAR-10's are airbench's constants to 3 decimals.
     pixels = x_train.reshape(-1, x_train.shape[-1]).astype(np.float32) / 255.0
     mean, std = tuple(pixels.mean(axis=0).tolist()), tuple(pixels.std(axis=0).tolist())
-    model = build_airbench(dataset.input_shape, dataset.num_classes, mean=mean, std=std)
+    model = ARCHITECTURES[config.arch].builder(dataset.input_shape, dataset.num_classes, mean=mean, std=std)
 
     normalize = model.get_layer("normalize")
     sample = normalize(x_train[:5000].astype(np.float32) / 255.0)

@@ -16,7 +16,7 @@ from typing import Literal
 import keras
 from keras import layers, regularizers
 
-from training.airbench import AIRBENCH_RECIPE, build_airbench
+from training.airbench import AIRBENCH_RECIPE, build_airbench, build_airbench94
 
 __all__ = ["ARCHITECTURES", "Architecture", "Recipe", "build_model", "with_flip_average"]
 
@@ -443,6 +443,21 @@ ARCHITECTURES: dict[str, Architecture] = {
                 trainer="airbench",
             ),
             "airbench93: whitened first layer, 3 conv blocks 64-128, lookahead (training/airbench.py)",
+        ),
+        Architecture(
+            "airbench94",
+            build_airbench94,
+            Recipe(
+                optimizer="sgd",
+                epochs=10,
+                batch_size=AIRBENCH_RECIPE.batch_size,
+                validation_split=0.1,
+                lr_schedule="none",
+                early_stopping_patience=None,
+                augment=True,
+                trainer="airbench",
+            ),
+            "airbench94: airbench with blocks 64-256-256 (training/airbench.py)",
         ),
         Architecture(
             "vgg_bn",
