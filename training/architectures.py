@@ -367,6 +367,19 @@ DEEP_MLP = Recipe(batch_size=100, epochs=30, lr_schedule="none", early_stopping_
 CIFAR_CNN = Recipe(batch_size=64, epochs=60, early_stopping_patience=10, augment=True)
 """The CIFAR-10 notebook CNNs, with augmentation (shifts, flips, small rotations)."""
 
+AIRBENCH = Recipe(
+    optimizer="sgd",
+    epochs=AIRBENCH_RECIPE.epochs,
+    batch_size=AIRBENCH_RECIPE.batch_size,
+    validation_split=0.1,
+    lr_schedule="none",
+    early_stopping_patience=None,
+    augment=True,
+    trainer="airbench",
+)
+"""airbench's custom loop (`training.airbench.train_airbench`): only the epochs, the batch
+size and the validation split of a Recipe apply; the optimizer is `AIRBENCH_RECIPE`'s."""
+
 HANDWRITING = Recipe(
     batch_size=64,
     epochs=20,
@@ -432,31 +445,13 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "airbench",
             build_airbench,
-            Recipe(
-                optimizer="sgd",
-                epochs=AIRBENCH_RECIPE.epochs,
-                batch_size=AIRBENCH_RECIPE.batch_size,
-                validation_split=0.1,
-                lr_schedule="none",
-                early_stopping_patience=None,
-                augment=True,
-                trainer="airbench",
-            ),
+            AIRBENCH,
             "airbench93: whitened first layer, 3 conv blocks 64-128, lookahead (training/airbench.py)",
         ),
         Architecture(
             "airbench94",
             build_airbench94,
-            Recipe(
-                optimizer="sgd",
-                epochs=10,
-                batch_size=AIRBENCH_RECIPE.batch_size,
-                validation_split=0.1,
-                lr_schedule="none",
-                early_stopping_patience=None,
-                augment=True,
-                trainer="airbench",
-            ),
+            replace(AIRBENCH, epochs=10),
             "airbench94: airbench with blocks 64-256-256 (training/airbench.py)",
         ),
         Architecture(
