@@ -252,7 +252,7 @@ class _Augmenter:
 
 
 def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
-    """Train `build_airbench` on `dataset` with airbench's recipe in a custom loop.
+    """Train `config.arch` (`airbench` or `airbench94`) on `dataset` with airbench's recipe in a custom loop.
 
     The loop is custom because Keras's `fit` has no lookahead, per-variable learning rates
     or frozen-after-N-epochs biases. The recipe's `epochs` and `validation_split` apply;
