@@ -538,25 +538,29 @@ def _digit_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     top, left, (bottom, right) = 0, 0, ink.shape
     while True:
         window = ink[top:bottom, left:right]
-        cut_left, cut_right = _heavy_span(window.sum(axis=0, dtype=np.int64))
-        cut_top, cut_bottom = _heavy_span(window[:, cut_left:cut_right].sum(axis=1, dtype=np.int64))
-        if (cut_left, cut_right, cut_top, cut_bottom) == (0, right - left, 0, bottom - top):
-            return left, top, right, bottom
+        (cut_left, cut_right), whole_columns = _heavy_span(window.sum(axis=0, dtype=np.int64))
+        (cut_top, cut_bottom), whole_rows = _heavy_span(window[:, cut_left:cut_right].sum(axis=1, dtype=np.int64))
+        unchanged = (cut_left, cut_right, cut_top, cut_bottom) == (0, right - left, 0, bottom - top)
         left, top, right, bottom = left + cut_left, top + cut_top, left + cut_right, top + cut_bottom
+        # One band each way cut nothing but empty margins: the box now holds all the ink
+        # of the window, whose profiles another pass would find unchanged.
+        if unchanged or (whole_columns and whole_rows):
+            return left, top, right, bottom
 
 
-def _heavy_span(profile: np.ndarray) -> tuple[int, int]:
+def _heavy_span(profile: np.ndarray) -> tuple[tuple[int, int], bool]:
     """The span [start, end) of a 1-D ink profile from the first to the last of its
-    non-empty bands whose mass is at least `SPECK_FRACTION` of the heaviest band's."""
+    non-empty bands whose mass is at least `SPECK_FRACTION` of the heaviest band's, and
+    whether the profile had a single band (nothing but empty margins cut)."""
     inked = np.flatnonzero(profile)
     first, last = int(inked[0]), int(inked[-1])
     if last - first + 1 == len(inked):  # one band: the common case of a digit alone
-        return first, last + 1
+        return (first, last + 1), True
     starts, ends = _bands(inked)
     cumulative = np.concatenate(([0], np.cumsum(profile)))
     masses = cumulative[ends] - cumulative[starts]
     heavy = np.flatnonzero(masses >= SPECK_FRACTION * masses.max())
-    return int(starts[heavy[0]]), int(ends[heavy[-1]])
+    return (int(starts[heavy[0]]), int(ends[heavy[-1]])), False
 
 
 def _stroke_width(mask: np.ndarray) -> float:
