@@ -6,8 +6,9 @@ on 127.0.0.1 (ours, or a peer such as TorchServe) with wrk posting an image as m
 and reads the user + system CPU time of every thread of the server's process tree from
 `/proc` (Linux only) before and after the run. It prints the requests per second and the
 CPU microseconds per request of the server (all its processes), of each process (by its
-command line) and of each kind of thread (by its name: `python` is a process's main
-thread, which runs the event loop in ours), and of wrk itself.
+command line) and of each kind of thread (by its name; `main` is a process's main thread,
+which runs the event loop in ours, `python` any other thread started from Python, such as
+the model's), and of wrk itself.
 
     WORKERS=2 bash scripts/serve.sh &
     .venv/bin/python benchmarks/cpu_per_request.py --match "uvicorn app.main" \
@@ -81,7 +82,12 @@ def thread_times(pids: list[int]) -> dict[tuple[int, int], tuple[str, str, float
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            times[(pid, int(task.name))] = (command[:80], name, (int(fields[11]) + int(fields[12])) / TICKS)
+            tid = int(task.name)
+            times[(pid, tid)] = (
+                command[:80],
+                "main" if tid == pid else name,
+                (int(fields[11]) + int(fields[12])) / TICKS,
+            )
     return times
 
 
