@@ -11,12 +11,9 @@ if [ "${WORKERS:-1}" -gt 1 ] && [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
   PROMETHEUS_MULTIPROC_DIR="$(mktemp -d -t classifier-metrics.XXXXXX)"
   export PROMETHEUS_MULTIPROC_DIR
 fi
-# Connections past --limit-concurrency get 503 from uvicorn itself; idle keep-alive
-# connections close after 5 s; on SIGTERM the app drains (DRAIN_SECONDS, 20) and uvicorn
-# then gives what is left --timeout-graceful-shutdown seconds.
-# LOG_FORMAT=json: the server's own start-up lines are JSON too.
-if [ "${LOG_FORMAT:-text}" = "json" ]; then
-  set -- --log-config app/log_config.json "$@"
-fi
-exec .venv/bin/uvicorn app.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-1}" \
-  --limit-concurrency "${LIMIT_CONCURRENCY:-1024}" --timeout-keep-alive 5 --timeout-graceful-shutdown 30 --no-access-log "$@"
+# app/serve.py: uvicorn with a listening socket per worker (SO_REUSEPORT), so connections
+# opened together spread over the workers; connections past LIMIT_CONCURRENCY (1024) get 503
+# from uvicorn itself; idle keep-alive connections close after 5 s; on SIGTERM the app drains
+# (DRAIN_SECONDS, 20) and uvicorn then gives what is left 30 s. LOG_FORMAT=json: the server's
+# own start-up lines are JSON too.
+exec .venv/bin/python -m app.serve "$@"

@@ -128,18 +128,20 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    store: Path, *args: str, stderr: str | None = None, **env: str
+    store: Path, *args: str, stderr: str | None = None, launcher: str = "uvicorn", **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real `uvicorn app.main:app` process on 127.0.0.1 over `store`, settings from `env`,
-    more uvicorn arguments in `args` (e.g. `"--workers", "2"`), its log written to the file `stderr`.
+    more uvicorn arguments in `args` (e.g. `"--workers", "2"`), its log written to the file `stderr`;
+    `launcher="app.serve"` starts it as `python -m app.serve` (`scripts/serve.sh`) instead.
 
     Yields:
         (host:port, the process) once `/healthz` answers; the process is stopped on exit.
     """
     port = _free_port()
     log = open(stderr, "wb") if stderr else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    target = ["app.main:app"] if launcher == "uvicorn" else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *args],
+        [sys.executable, "-m", launcher, *target, "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, "MODELS_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "2", **env},
         stdout=subprocess.DEVNULL,
