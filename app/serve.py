@@ -8,8 +8,8 @@ connections stay open (measured in docs/performance.md). Here, on Linux, each wo
 listens on a socket of its own bound to the same address with `SO_REUSEPORT`, and the
 kernel spreads new connections over those sockets by a hash of each client's address and
 port, as nginx's `reuseport` does. uvicorn's supervisor still starts, watches, restarts
-and stops the workers. Where `SO_REUSEPORT` is missing, the workers share one socket as
-under `uvicorn --workers`.
+and stops the workers. On other systems, where `SO_REUSEPORT` does not spread
+connections, the workers share one socket as under `uvicorn --workers`.
 
     python -m app.serve --host 0.0.0.0 --port 8000 --workers 2
 
@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 import uvicorn
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers == 1:
         uvicorn.Server(config).run()
         return
-    if hasattr(socket, "SO_REUSEPORT"):
+    if sys.platform == "linux":  # elsewhere SO_REUSEPORT does not spread connections
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         address = _listening_socket(family, (args.host, args.port))
         logging.getLogger("uvicorn.error").info(

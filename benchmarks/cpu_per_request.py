@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import run_wrk
+from benchmarks.run import children_by_parent, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -50,13 +50,7 @@ def process_tree(pattern: str) -> list[int]:
     roots = [int(pid) for pid in found if int(pid) != os.getpid()]
     if not roots:
         raise SystemExit(f"no process matches {pattern!r}")
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    children = children_by_parent()
     tree: set[int] = set()
     todo = list(roots)
     while todo:

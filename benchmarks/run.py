@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).resolve().parent / "multipart.lua"
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory in bytes of a process and all its descendants (from /proc)."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by the parent's pid (from /proc)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -43,6 +43,12 @@ def rss_bytes(pid: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory in bytes of a process and all its descendants (from /proc)."""
+    children = children_by_parent()
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
