@@ -13,8 +13,9 @@ connections, the workers share one socket as under `uvicorn --workers`.
 
     python -m app.serve --host 0.0.0.0 --port 8000 --workers 2
 
-Options default to the environment (`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`,
-`LOG_FORMAT`); `scripts/serve.sh` runs this after setting up the environment.
+Options default to the environment (`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`);
+`LOG_FORMAT=json` makes uvicorn's own lines JSON, as the app's. `scripts/serve.sh` runs
+this after setting up the environment.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _config(args: argparse.Namespace) -> uvicorn.Config:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
         access_log=False,  # the app writes its own access line
-        log_config=JSON_LOG_CONFIG if args.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        # The app's lines follow LOG_FORMAT (app.config); uvicorn's own follow it here.
+        log_config=JSON_LOG_CONFIG if os.environ.get("LOG_FORMAT") == "json" else uvicorn.config.LOGGING_CONFIG,
     )
 
 
@@ -83,7 +85,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
     parser.add_argument("--limit-concurrency", type=int, default=int(os.environ.get("LIMIT_CONCURRENCY", "1024")))
-    parser.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("LOG_FORMAT", "text"))
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -76,3 +77,18 @@ def test_workers_each_listen_and_share_connections_opened_together(tiny_store: P
         assert answer.status_code == 200 and answer.json()["class_index"] in range(10)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
+
+
+def test_one_worker_with_json_logs(tiny_store: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with serve(tiny_store, "--workers", "1", launcher="app.serve", stderr=str(log), LOG_FORMAT="json") as (
+        url,
+        process,
+    ):
+        answer = httpx.post(f"http://{url}/predict?model=tiny", files=upload(DATA / "7.png"), timeout=30)
+        assert answer.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped on
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(entry["logger"] == "app.access" and entry.get("status") == 200 for entry in entries)
+    assert any(entry["logger"].startswith("uvicorn") for entry in entries)  # the server's own lines too
