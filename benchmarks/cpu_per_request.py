@@ -11,7 +11,7 @@ which runs the event loop in ours, `python` any other thread started from Python
 the model's), and of wrk itself.
 
     WORKERS=2 bash scripts/serve.sh &
-    .venv/bin/python benchmarks/cpu_per_request.py --match "uvicorn app.main" \
+    .venv/bin/python benchmarks/cpu_per_request.py --match "app.serve" \
         --url "http://127.0.0.1:8000/predict?model=custom2"
     .venv/bin/python benchmarks/cpu_per_request.py --match "org.pytorch.serve|model_service_worker" \
         --url http://127.0.0.1:18080/predictions/custom2_b8

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.run import children_by_parent
 from tests.conftest import DATA, serve, upload
 
 LISTEN, ESTABLISHED = "0A", "01"
@@ -23,18 +24,6 @@ def _tcp_sockets(port: int, state: str) -> set[int]:
         if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
             inodes.add(int(fields[9]))
     return inodes
-
-
-def _children(pid: int) -> list[int]:
-    """The process ids whose parent is `pid`."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return children
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -68,7 +57,7 @@ def test_workers_each_listen_and_share_connections_opened_together(tiny_store: P
             for connection in connections:
                 assert connection.recv(4096).startswith(b"HTTP/1.1 200")
             established = _tcp_sockets(port, ESTABLISHED)
-            held = [len(_socket_inodes(child) & established) for child in _children(process.pid)]
+            held = [len(_socket_inodes(child) & established) for child in children_by_parent().get(process.pid, [])]
             assert sum(held) == 24 and len([count for count in held if count]) == 2, held  # both workers serve
         finally:
             for connection in connections:
