@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app import errors, logs, metrics, middleware
+from app import errors, fast_path, logs, metrics, middleware
 from app.config import Settings
 from app.routers import admin, health, models, operations, page, predict, tf_serving, v2
 from app.security import KeyRing
@@ -173,6 +173,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     errors.install_error_handlers(app)
+    # Added first, so innermost: admission, metrics and request ids still wrap it. With
+    # OpenTelemetry on, /predict stays routed: FastAPI's instrumentation makes its spans.
+    if not settings.opentelemetry:
+        app.add_middleware(fast_path.PredictFastPath, routes=lambda: app.routes)
     app.add_middleware(middleware.AdmissionMiddleware, routes=lambda: app.routes)
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(middleware.RequestIdMiddleware)
