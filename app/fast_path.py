@@ -8,7 +8,9 @@ per request on a 28x28 upload (docs/performance.md, issue 17). This middleware, 
 innermost of the app's own (inside the request id, metrics and admission middlewares, so
 those still see every request), calls the same endpoint and the same API key check
 directly and answers failures with the same error handler, so the answers, headers,
-metrics and access lines are those of the routed request.
+metrics and access lines are those of the routed request. It does so only while the route
+needs nothing else: a dependency or a declared parameter added to `/predict` sends it back
+to the router.
 
 Only `POST /predict` with no `root_path` takes it; every other request, and `/predict`
 when the models are not loaded yet, goes through FastAPI as before. With `OPENTELEMETRY`
@@ -35,6 +37,21 @@ from app.security import require_api_key
 __all__ = ["PredictFastPath"]
 
 
+def _direct(route: APIRoute) -> bool:
+    """Whether calling `route`'s endpoint with the `Request` after `require_api_key` is all
+    FastAPI would do: no other dependency and no declared parameter. A route changed to
+    need more is left to the router rather than served without it."""
+    dependant = route.dependant
+    declared = (
+        dependant.path_params,
+        dependant.query_params,
+        dependant.header_params,
+        dependant.cookie_params,
+        dependant.body_params,
+    )
+    return [dependency.call for dependency in dependant.dependencies] == [require_api_key] and not any(declared)
+
+
 class PredictFastPath:
     """Answer `POST /predict` by calling its endpoint directly (pure ASGI).
 
@@ -52,7 +69,7 @@ class PredictFastPath:
     def _predict_route(self) -> APIRoute | None:
         if self._route is None:
             self._route = next(
-                (route for route in api_routes(self.routes()) if route.endpoint is predict.predict),
+                (route for route in api_routes(self.routes()) if route.endpoint is predict.predict and _direct(route)),
                 None,
             )
         return self._route

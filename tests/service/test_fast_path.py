@@ -94,3 +94,20 @@ def test_other_routes_are_still_routed(client: TestClient, router_calls: list[st
     assert client.get("/predict").status_code == 405
     assert client.post("/v1/models/tiny:predict", json={"instances": [[[[0.0]] * 28] * 28]}).status_code == 200
     assert router_calls == ["/predict", "/v1/models/tiny:predict"]
+
+
+def test_a_route_that_needs_more_is_left_to_the_router() -> None:
+    from fastapi import Depends, FastAPI
+
+    from app.fast_path import PredictFastPath
+    from app.routers import predict
+    from app.security import require_api_key
+
+    async def audit() -> None:
+        """A dependency the fast path would not run."""
+
+    for dependencies, taken in (([require_api_key], True), ([require_api_key, audit], False)):
+        app = FastAPI()
+        app.post("/predict", dependencies=[Depends(dependency) for dependency in dependencies])(predict.predict)
+        fast_path = PredictFastPath(app, routes=lambda app=app: app.routes)
+        assert (fast_path._predict_route() is not None) is taken
