@@ -15,9 +15,9 @@ to the router.
 Only `POST /predict` with no `root_path` takes it; every other request, and `/predict`
 when the models are not loaded yet, goes through FastAPI as before. With `OPENTELEMETRY`
 on, the app does not install it: FastAPI's own instrumentation records a span per routed
-request, which the fast path would skip. The `/v1` and `/v2`
-prediction routes stay routed: their path parameters (model name, version) are declared
-FastAPI parameters whose validation errors are part of their protocols.
+request, which the fast path would skip. The `/v1` and `/v2` prediction routes stay
+routed: their path parameters (model name, version) are declared FastAPI parameters whose
+validation errors are part of their protocols.
 """
 
 from __future__ import annotations
