@@ -65,13 +65,15 @@ class PredictFastPath:
         self.app = app
         self.routes = routes
         self._route: APIRoute | None = None
+        self._looked_up = False
 
     def _predict_route(self) -> APIRoute | None:
-        if self._route is None:
+        if not self._looked_up:  # once: not found stays not found, without a walk per request
             self._route = next(
                 (route for route in api_routes(self.routes()) if route.endpoint is predict.predict and _direct(route)),
                 None,
             )
+            self._looked_up = True
         return self._route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
