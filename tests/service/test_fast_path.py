@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from tests.conftest import upload
+from tests.conftest import DATA, upload
 
-PNG = (Path(__file__).parents[1] / "data" / "7.png").read_bytes()
+PNG = (DATA / "7.png").read_bytes()
 
 CASES: dict[str, dict[str, Any]] = {
     "one image": {"params": {"model": "tiny"}, "files": upload(PNG)},
