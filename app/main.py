@@ -51,7 +51,11 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         from app.inference.model import Admission, configure_tensorflow
 
         with logs.native_stderr_as_logs("tensorflow"):
-            configure_tensorflow(intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads)
+            configure_tensorflow(
+                intra_op_threads=settings.intra_op_threads,
+                inter_op_threads=settings.inter_op_threads,
+                fpmath_mode=settings.fpmath_mode,
+            )
             import tensorflow as tf
 
         metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
