@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     fpmath_mode: Literal["strict", "bf16"] = Field(
         "strict",
         description="oneDNN's math for float32 convolutions and matrix products: `strict` float32, or `bf16` "
-        "(bfloat16 products, float32 sums, on CPUs with AMX or AVX512-BF16: a quarter to a third less CPU for "
-        "the CNNs, none for MLPs; probabilities within about 0.04; docs/performance.md)",
+        "(bfloat16 products, float32 sums, on CPUs with AMX or AVX512-BF16: less CPU for the larger CNNs, more "
+        "for MLPs; probabilities within about 0.05; docs/performance.md)",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="comma-separated keys for the prediction routes; empty: open"
