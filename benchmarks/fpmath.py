@@ -88,8 +88,8 @@ def child(folders: list[Path], data_dir: Path, scratch: Path) -> None:
             for _ in range(repeats):
                 call(batch)
             cpu_per_image[batch_size] = round((time.process_time() - started) * 1e6 / repeats / batch_size, 1)
-        print(json.dumps({"model": f"{dataset_name}/{folder.parent.name}", "version": int(folder.name),
-                          "accuracy": accuracy, "cpu_us_per_image": cpu_per_image}), flush=True)  # fmt: skip
+        record = {"model": f"{dataset_name}/{folder.parent.name}", "version": int(folder.name)}
+        print(json.dumps({**record, "accuracy": accuracy, "cpu_us_per_image": cpu_per_image}), flush=True)
 
 
 def main() -> int:

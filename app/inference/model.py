@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import numpy as np
@@ -85,7 +85,9 @@ def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
     return (*sorted(size for size in sizes if size < max_batch_size), max_batch_size)
 
 
-def configure_tensorflow(*, intra_op_threads: int, inter_op_threads: int, fpmath_mode: str = "strict") -> list[str]:
+def configure_tensorflow(
+    *, intra_op_threads: int, inter_op_threads: int, fpmath_mode: Literal["strict", "bf16"] = "strict"
+) -> list[str]:
     """Set thread counts, oneDNN's math mode and GPU memory growth on every GPU; return the
     logical device names.
 
