@@ -1,8 +1,8 @@
 """`POST /predict`: the native protocol, an adapter over the inference pipeline.
 
-It parses a multipart upload (`image` file fields) or a JSON body (`{"image": base64 or a
-list of them}`) into encoded images, calls the model's pipeline, and renders every class's
-probability with the class names.
+It parses a multipart upload (`image` file fields), a JSON body (`{"image": base64 or a
+list of them}`) or a body that is the image file itself into encoded images, calls the
+model's pipeline, and renders every class's probability with the class names.
 """
 
 from __future__ import annotations
@@ -17,13 +17,22 @@ from pydantic import Field
 
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
-from app.inference import BodyLimits, EncodedImage, encode_model_input, read_json, read_multipart
+from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
 
 router = APIRouter(tags=["predict"])
 
 PreprocessMethod = Literal["auto", "none", "mnist", "fashion_mnist", "cifar10", "resize"]
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+"""Content types (prefixes) of a body that is one image file, as TorchServe and object
+stores send it (`curl --data-binary @7.png -H 'Content-Type: image/png'`)."""
+
+SEND_AN_IMAGE = (
+    'send multipart/form-data with an "image" file field (curl -F image=@digit.png), '
+    'application/json {"image": "<base64>"}, or the image file as the body with Content-Type image/png'
+)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -33,7 +42,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         408: "the body did not arrive within the read timeout",
         413: "body over MAX_UPLOAD_BYTES, image over MAX_IMAGE_PIXELS, or too many images",
         415: "not a decodable image, or an unsupported content type",
-        422: "missing field or invalid parameter",
+        422: "missing field, empty body or invalid parameter",
         503: "models not loaded yet, or overloaded (retry after `Retry-After` seconds)",
         504: "the deadline (X-Request-Timeout or REQUEST_TIMEOUT_SECONDS) passed before the model ran",
     }.items()
@@ -100,6 +109,10 @@ OPENAPI_EXTRA = {
                 },
                 "example": {"image": EXAMPLE_PNG_BASE64},
             },
+            # One image file as the whole body; any image/* type is read the same way.
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
 }
@@ -148,23 +161,27 @@ async def read_json_images(request: Request, limits: BodyLimits) -> list[Encoded
 
 
 async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage]:
-    """The images of a multipart or JSON request, in order.
+    """The images of a multipart, JSON or raw image request, in order.
+
+    A body with an image content type (`RAW_IMAGE_TYPES`), or with none at all (as
+    `requests.post(url, data=file)` sends it), is one image file.
 
     Raises:
         BadRequest: Malformed multipart or JSON body (400).
-        ValidationFailed: Missing `image` field, a text `image` field, or other fields (422).
-        UnsupportedImage: Neither multipart nor JSON (415).
+        ValidationFailed: Missing `image` field, a text `image` field, other fields, or an
+            empty body (422).
+        UnsupportedImage: Any other content type (415).
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         return await read_json_images(request, limits)
-    if not content_type:
-        raise ValidationFailed('missing form field "image": attach the image file as image=@digit.png')
+    if not content_type or content_type.startswith(RAW_IMAGE_TYPES):
+        body = await read_body(request, limits)
+        if not body:
+            raise ValidationFailed(f"the request has no image: {SEND_AN_IMAGE}")
+        return [EncodedImage(body)]
     if content_type != "multipart/form-data":
-        raise UnsupportedImage(
-            f"content type {content_type!r} is not accepted; send multipart/form-data "
-            'with an "image" file field, or application/json {"image": "<base64>"}'
-        )
+        raise UnsupportedImage(f"content type {content_type!r} is not accepted; {SEND_AN_IMAGE}")
     parts = await read_multipart(request, limits)
     uploads = [part for part in parts if part.name == "image"]
     extra = sorted({part.name for part in parts} - {"image"})
@@ -188,7 +205,8 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
     summary="Classify images",
 )
 async def predict(request: Request) -> JSONResponse:
-    """Classify one or more images (multipart field `image`, or JSON base64) with the model named in `model`."""
+    """Classify one or more images (multipart field `image`, JSON base64, or the image file as the body)
+    with the model named in `model`."""
     query = PredictParameters.of(request)
     served = registry_of(request).get(query.model, dataset=query.dataset, version=query.version)
     deadline = deadline_after(request)

@@ -164,10 +164,51 @@ def test_invalid_json_is_a_400(client: TestClient) -> None:
     assert response.status_code == 400
 
 
-def test_other_content_types_are_415(client: TestClient) -> None:
-    response = client.post("/predict?model=tiny", content=SEVEN, headers={"content-type": "image/png"})
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_other_content_types_are_415(client: TestClient, content_type: str) -> None:
+    response = client.post("/predict?model=tiny", content=SEVEN, headers={"content-type": content_type})
     assert response.status_code == 415
     assert "multipart/form-data" in response.json()["error"]["message"]
+    assert "Content-Type image/png" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "image/jpeg", "application/octet-stream", None])
+def test_image_file_as_the_body(client: TestClient, content_type: str | None) -> None:
+    """The body itself is the file, whatever image type it declares (Pillow reads the bytes),
+    or with no content type at all, as `requests.post(url, data=file)` sends it."""
+    headers = {"content-type": content_type} if content_type else {}
+    raw = client.post("/predict?model=tiny&top_k=3", content=SEVEN, headers=headers)
+    assert raw.status_code == 200, raw.text
+    multipart = client.post("/predict?model=tiny&top_k=3", files=upload(SEVEN)).json()
+    assert raw.json() == multipart
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"", "image/png", 422),
+        (b"", None, 422),
+        (b"hello, I am not a picture\n", "image/png", 415),
+        (SEVEN[: len(SEVEN) // 2], "application/octet-stream", 415),
+        (b"%PDF-1.7\n%%EOF\n", None, 415),
+    ],
+)
+def test_bad_image_bodies_are_a_clear_4xx(
+    client: TestClient, body: bytes, content_type: str | None, status: int
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict?model=tiny", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["message"]
+
+
+def test_oversized_image_body_is_refused_while_streaming(client: TestClient) -> None:
+    def chunks():  # no Content-Length: the body arrives chunked
+        for _ in range(12):
+            yield b"x" * (1024 * 1024)
+
+    response = client.post("/predict?model=tiny", content=chunks(), headers={"content-type": "image/png"})
+    assert response.status_code == 413
 
 
 def test_wrong_method_is_405(client: TestClient) -> None:
