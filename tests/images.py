@@ -9,6 +9,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+import app.inference.preprocessing  # noqa: F401  (registers pillow-heif's HEIF plugin, as the service does)
+
 
 def encode(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
     """The bytes of `image` saved in `fmt`."""

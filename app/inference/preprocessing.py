@@ -29,6 +29,7 @@ from functools import lru_cache, partial
 
 import anyio
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, UnsupportedImage
@@ -42,9 +43,16 @@ __all__ = [
     "preprocess",
 ]
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
-"""Raster formats accepted (an allow-list). Vector, document and script formats (SVG, PDF,
-EPS) are refused, and so is ICO, whose header check already decodes its largest image."""
+SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "HEIF", "AVIF")
+"""Raster formats accepted (an allow-list). HEIF is the HEIC of phone cameras (pillow-heif's
+plugin, libheif), AVIF Pillow's own. Vector, document and script formats (SVG, PDF, EPS)
+are refused, and so is ICO, whose header check already decodes its largest image."""
+
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM, HEIC or AVIF"
+
+# libheif turns a HEIC image as its container says while decoding and pillow-heif resets
+# the EXIF orientation to 1, so `load_image`'s EXIF transpose turns it once, like a JPEG.
+pillow_heif.register_heif_opener()
 
 METHODS = ("mnist", "fashion_mnist", "cifar10", "resize", "none")
 
@@ -172,7 +180,6 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
 @contextlib.contextmanager
 def _decoding(max_pixels: int) -> Iterator[None]:
     """Turn Pillow's failures into the service's errors (415, 413)."""
-    accepted = ", ".join(SUPPORTED_FORMATS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -180,7 +187,7 @@ def _decoding(max_pixels: int) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLarge(f"image declares too many pixels ({error}); the limit is {max_pixels:,}") from error
     except UnidentifiedImageError as error:
-        raise UnsupportedImage(f"the file is not a decodable image; accepted formats: {accepted}") from error
+        raise UnsupportedImage(f"the file is not a decodable image; accepted formats: {FORMAT_NAMES}") from error
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
         raise UnsupportedImage(f"the image data is truncated or corrupt ({type(error).__name__})") from error
 
@@ -197,7 +204,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
             before any pixel is decoded (decompression bombs).
     """
     if not data:
-        raise UnsupportedImage("the uploaded file is empty; send a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+        raise UnsupportedImage(f"the uploaded file is empty; send a {FORMAT_NAMES} image")
     with _decoding(max_pixels):
         opened = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         width, height = opened.size

@@ -81,7 +81,7 @@ OPENAPI_EXTRA = {
                         "image": {
                             "type": "string",
                             "format": "binary",
-                            "description": "an image file: PNG, JPEG, GIF, BMP, TIFF or WebP; "
+                            "description": "an image file: PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF; "
                             "repeat the field for several (curl -F image=@a.png -F image=@b.png)",
                         }
                     },

@@ -53,6 +53,8 @@ ACCEPTED = {
     "palette with transparency": encode(
         Image.fromarray(255 - np.asarray(Image.open(DATA / "7.png"))).convert("P"), transparency=255
     ),
+    "heic": encode(Image.open(DATA / "7.png").convert("RGB"), "HEIF"),
+    "avif": encode(Image.open(DATA / "7.png").convert("RGB"), "AVIF"),
     "huge flat": encode(Image.new("L", (4000, 3000), 255)),
     "16-bit giant": encode(Image.new("I;16", (6000, 4000), 30000)),
 }

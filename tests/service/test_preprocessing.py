@@ -59,14 +59,27 @@ def test_any_image_becomes_a_valid_model_input(image: Image.Image, method: str) 
 
 
 @settings(max_examples=40, deadline=None)
-@given(image=images(), fmt=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]))
+@given(image=images(), fmt=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF"]))
 def test_saved_files_round_trip_through_prepare_image(image: Image.Image, fmt: str) -> None:
     try:
-        data = encode(image if fmt != "JPEG" else image.convert("RGB"), fmt)
+        data = encode(image if fmt not in ("JPEG", "HEIF") else image.convert("RGB"), fmt)
     except (OSError, ValueError):
         return  # Pillow cannot save this mode in this format; nothing to upload
     result = prepare_image(data, method="mnist", shape=(28, 28, 1), max_pixels=10**6)
     assert result.shape == (28, 28, 1) and 0.0 <= result.min() <= result.max() <= 1.0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
+def test_a_phone_photo_reads_alike_in_each_camera_format(fmt: str) -> None:
+    """A photo of a digit on paper as phones save it: the sensor's pixels sideways and an
+    EXIF orientation (6: turn 90 degrees clockwise) to show it upright; JPEG, HEIC (iPhones)
+    or AVIF, all lossy."""
+    upright = digit_on_paper(_mnist_digit())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(upright.rotate(90, expand=True), fmt, exif=exif.tobytes(), quality=90)
+    result = prepare_image(data, method="mnist", shape=(28, 28, 1), max_pixels=10**6)
+    assert np.abs(result - preprocess(upright, "mnist", (28, 28, 1))).mean() < 0.02
 
 
 def test_mnist_digit_keeps_its_mnist_geometry() -> None:
