@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(16, ge=4, description="nesting of JSON arrays and objects")
     max_form_fields: int = Field(16, ge=1, description="text fields of a multipart form")
     inline_preprocess_pixels: int = Field(
-        4096, ge=0, description="images up to this many pixels are preprocessed on the event loop (0: never)"
+        4096,
+        ge=0,
+        description="images up to this many pixels are preprocessed in the batcher's thread just before their "
+        "batch, or on the event loop when batching is off; larger ones in the worker pool (0: all there)",
     )
     max_requests_in_flight: int = Field(
         256, ge=1, description="requests being prepared, queued or run at once; more are shed with 503"

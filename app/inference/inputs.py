@@ -28,8 +28,8 @@ class InputLimits:
         max_images: Images or tensor rows per request (413 above).
         max_tensor_elements: Numbers in one request's tensors (413 above).
         max_image_pixels: Declared width x height of one image, pixels (413 above).
-        inline_preprocess_pixels: Uploads up to this many pixels are preprocessed on the
-            event loop, larger ones in the worker pool.
+        inline_preprocess_pixels: Uploads up to this many pixels are preprocessed in the
+            batcher's thread (on the event loop without batching), larger ones in the worker pool.
         max_queued_inputs: Inputs waiting for one model (queued in its batcher or being
             prepared); a request that would pass it is shed with 503 at once.
     """

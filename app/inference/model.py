@@ -28,10 +28,10 @@ from starlette.requests import ClientDisconnect
 
 from app import logs, metrics
 from app.errors import BadRequest, DeadlineExceeded, ModelFailed, Overloaded, ServiceError
-from app.inference.batching import DynamicBatcher
+from app.inference.batching import DynamicBatcher, Input
 from app.inference.deadlines import CHECK_AFTER, LazyDeadline
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
-from app.inference.preprocessing import prepare_image_async
+from app.inference.preprocessing import image_preparation
 from modelstore import METADATA_FILE, ModelMetadata
 
 if TYPE_CHECKING:
@@ -339,26 +339,40 @@ class ServedModel:
         if self.batcher is not None:
             await self.batcher.stop(drain_seconds=drain_seconds)
 
-    async def _prepare(self, item: EncodedImage | np.ndarray, method: str) -> np.ndarray:
+    async def _input(self, item: EncodedImage | np.ndarray, method: str) -> Input:
+        """The model input of `item`, float32 of the input shape, or for a small upload while
+        batching the function that makes it, which the batcher runs in its own thread just
+        before the batch (`DynamicBatcher`: cheaper there than on the event loop). Uploads
+        that are not small are prepared in a worker thread; without batching, small ones on
+        the event loop, where they avoid the GIL contention of many threads.
+
+        Raises:
+            UnsupportedImage, PayloadTooLarge: A small upload's header is refused (415, 413).
+        """
         if not isinstance(item, EncodedImage):
             return item
-        return await prepare_image_async(
+        prepare, small = image_preparation(
             item.file_bytes(),
             method=method,
             shape=self.input_shape,
             max_pixels=self.limits.max_image_pixels,
             inline_pixels=self.limits.inline_preprocess_pixels,
-            limiter=self.limiter,
         )
+        if not small:
+            return await anyio.to_thread.run_sync(prepare, limiter=self.limiter)
+        return prepare if self.batcher is not None else prepare()
 
-    async def _predict(self, inputs: np.ndarray) -> np.ndarray:
+    async def _predict(self, inputs: Input) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities of one input, float32 (classes,), and the input itself (made, if
+        it came as a function)."""
         try:
             if self.batcher is not None:
                 return await self.batcher.submit(inputs)
+            made = inputs() if callable(inputs) else inputs
             started = time.perf_counter()
-            row = (await anyio.to_thread.run_sync(self.predict_batch, inputs[np.newaxis]))[0]
+            row = (await anyio.to_thread.run_sync(self.predict_batch, made[np.newaxis]))[0]
             self.observe_batch(1, time.perf_counter() - started, [0.0])
-            return row
+            return row, made
         except (ServiceError, asyncio.CancelledError):
             raise
         except Exception as error:
@@ -372,14 +386,16 @@ class ServedModel:
     async def _classify(self, items: list[EncodedImage | np.ndarray], method: str) -> Classification:
         arriving = self.batcher.arriving(len(items)) if self.batcher is not None else contextlib.nullcontext()
         with arriving:  # the batcher waits for inputs being prepared rather than run a small batch
-            prepared = [await self._prepare(item, method) for item in items]
+            inputs = [await self._input(item, method) for item in items]
         used = method if any(isinstance(item, EncodedImage) for item in items) else "none"
-        if len(prepared) == 1:  # views, not copies: most requests carry one input
-            row = await self._predict(prepared[0])
-            result = Classification(row[np.newaxis], used, prepared[0][np.newaxis])
+        if len(inputs) == 1:  # views, not copies: most requests carry one input
+            row, made = await self._predict(inputs[0])
+            result = Classification(row[np.newaxis], used, made[np.newaxis])
         else:
-            rows = await asyncio.gather(*(self._predict(row) for row in prepared))
-            result = Classification(np.stack(rows), used, np.stack(prepared))
+            answers = await asyncio.gather(*(self._predict(one) for one in inputs))
+            result = Classification(
+                np.stack([row for row, _ in answers]), used, np.stack([made for _, made in answers])
+            )
         self._check_finite(result, items)
         return result
 

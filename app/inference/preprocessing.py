@@ -1,7 +1,7 @@
 """Turn uploaded image bytes into a model's input, the way its dataset was made.
 
 Every function here is CPU work on one image; the pipeline (`app.inference.model`) runs it
-in a bounded pool of worker threads, or on the event loop for tiny uploads.
+in a bounded pool of worker threads, or for tiny uploads in the batcher's thread.
 The result is always a float32 array of the model's input shape (H, W, C) with values
 in [0, 1].
 
@@ -24,10 +24,9 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache, partial
 
-import anyio
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -39,6 +38,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "decode_image",
     "encode_model_input",
+    "image_preparation",
     "prepare_image",
     "preprocess",
 ]
@@ -282,7 +282,7 @@ def _pixels(gray: Image.Image) -> np.ndarray:
     """The uint8 (H, W) pixels of an `L` image, read-only.
 
     Through `tobytes`: `np.asarray` on a Pillow image takes about twice as long, which
-    counts on the event loop, where small uploads are prepared.
+    counts for small uploads, prepared one after another in the batcher's thread.
     """
     return np.frombuffer(gray.tobytes(), dtype=np.uint8).reshape(gray.height, gray.width)
 
@@ -772,31 +772,35 @@ def _prepare_opened(opened: Image.Image, method: str, shape: tuple[int, int, int
         raise UnsupportedImage(f"the image could not be converted ({error})") from error
 
 
-async def prepare_image_async(
+def image_preparation(
     data: bytes,
     *,
     method: str,
     shape: tuple[int, int, int],
     max_pixels: int,
     inline_pixels: int,
-    limiter: anyio.CapacityLimiter | None = None,
-) -> np.ndarray:
-    """`prepare_image` without blocking the event loop on real work.
+) -> tuple[Callable[[], np.ndarray], bool]:
+    """The blocking function that decodes and preprocesses an upload (`prepare_image`), and
+    whether the upload is small.
 
-    Uploads of at most `INLINE_HEADER_BYTES` bytes and `inline_pixels` pixels (by their
-    header, read once) are prepared on the event loop: for a 28x28 upload that costs about
-    as much as handing it to a thread and avoids the GIL contention of many threads.
-    Everything else goes to a worker thread of `limiter`.
+    An upload of at most `INLINE_HEADER_BYTES` bytes and `inline_pixels` pixels (by its
+    header, read here once) is small: preparing it takes a few hundred microseconds (28x28),
+    about as much as handing it to a thread, so it is prepared in a thread that is already
+    running (the batcher's) or on the event loop. Anything larger belongs in a worker thread.
+
+    Returns:
+        (prepare, small): `prepare()` returns the float32 model input of `shape`, values in
+        [0, 1], and raises as `prepare_image` does.
 
     Raises:
-        UnsupportedImage, PayloadTooLarge: As `prepare_image`.
+        UnsupportedImage, PayloadTooLarge: A small upload's header is refused at once (415,
+            413), as `open_image`.
     """
     if len(data) <= INLINE_HEADER_BYTES:
         opened = open_image(data, max_pixels=max_pixels)
         if opened.width * opened.height <= inline_pixels:
-            return _prepare_opened(opened, method, shape)
-    prepare = partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels)
-    return await anyio.to_thread.run_sync(prepare, limiter=limiter)
+            return partial(_prepare_opened, opened, method, shape), True
+    return partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels), False
 
 
 def encode_model_input(model_input: np.ndarray) -> bytes:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 
+from app.errors import UnsupportedImage
 from app.inference.batching import DynamicBatcher
 
 
@@ -43,12 +45,46 @@ async def _with_batcher(recorder: Recorder, body, **options):  # type: ignore[no
 def test_results_come_back_in_order_to_their_callers() -> None:
     recorder = Recorder()
 
-    async def body(batcher: DynamicBatcher) -> list[np.ndarray]:
+    async def body(batcher: DynamicBatcher) -> list[tuple[np.ndarray, np.ndarray]]:
         return await asyncio.gather(*(batcher.submit(np.array([float(i)])) for i in range(50)))
 
     results = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=20))
-    assert [float(r[0]) for r in results] == [2.0 * i for i in range(50)]
+    assert [(float(row[0]), float(inputs[0])) for row, inputs in results] == [(2.0 * i, i) for i in range(50)]
     assert sum(recorder.sizes) == 50
+
+
+def test_inputs_queued_as_functions_are_made_in_the_batchers_thread() -> None:
+    recorder = Recorder()
+    loop_thread = threading.get_ident()
+    made_in: list[int] = []
+
+    def make(value: float) -> np.ndarray:
+        made_in.append(threading.get_ident())
+        return np.array([value])
+
+    async def body(batcher: DynamicBatcher) -> list[tuple[np.ndarray, np.ndarray]]:
+        return await asyncio.gather(*(batcher.submit(partial(make, float(i))) for i in range(6)))
+
+    results = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=50))
+    assert [(float(row[0]), float(inputs[0])) for row, inputs in results] == [(2.0 * i, i) for i in range(6)]
+    assert recorder.sizes == [6]
+    assert len(made_in) == 6 and loop_thread not in made_in
+
+
+def test_an_input_whose_function_fails_fails_alone() -> None:
+    recorder = Recorder()
+
+    def broken() -> np.ndarray:
+        raise UnsupportedImage("the image data is truncated or corrupt")
+
+    async def body(batcher: DynamicBatcher) -> list[object]:
+        submitted = [np.array([1.0]), broken, partial(np.array, [3.0])]
+        return await asyncio.gather(*(batcher.submit(x) for x in submitted), return_exceptions=True)
+
+    results = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=50))
+    assert isinstance(results[1], UnsupportedImage)
+    assert [float(results[index][0][0]) for index in (0, 2)] == [2.0, 6.0]  # type: ignore[index]
+    assert recorder.sizes == [2]
 
 
 def test_concurrent_requests_are_batched_up_to_max_size() -> None:
@@ -149,9 +185,9 @@ def test_an_error_in_one_item_fails_only_that_request() -> None:
         return await asyncio.gather(*(batcher.submit(x) for x in inputs), return_exceptions=True)
 
     results = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=50))
-    assert float(results[0][0]) == 2.0  # type: ignore[index]
+    assert float(results[0][0][0]) == 2.0  # type: ignore[index]
     assert isinstance(results[1], ValueError)
-    assert float(results[2][0]) == 6.0  # type: ignore[index]
+    assert float(results[2][0][0]) == 6.0  # type: ignore[index]
 
 
 def test_a_mismatched_shape_fails_only_that_request() -> None:
@@ -170,13 +206,13 @@ def test_a_mismatched_shape_fails_only_that_request() -> None:
 
     results = asyncio.run(body())
     assert isinstance(results[1], ValueError)
-    assert results[0].tolist() == [1.0, 1.0] and results[2].tolist() == [1.0, 1.0]  # type: ignore[union-attr]
+    assert results[0][0].tolist() == [1.0, 1.0] and results[2][0].tolist() == [1.0, 1.0]  # type: ignore[index]
 
 
 def test_a_cancelled_waiting_request_is_dropped_from_its_batch() -> None:
     recorder = Recorder(delay=0.05)
 
-    async def body(batcher: DynamicBatcher) -> np.ndarray:
+    async def body(batcher: DynamicBatcher) -> tuple[np.ndarray, np.ndarray]:
         blocker = asyncio.ensure_future(batcher.submit(np.array([0.0])))  # occupies the model
         await asyncio.sleep(0.01)
         doomed = asyncio.ensure_future(batcher.submit(np.array([1.0])))
@@ -186,8 +222,8 @@ def test_a_cancelled_waiting_request_is_dropped_from_its_batch() -> None:
         await blocker
         return await survivor
 
-    result = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=1))
-    assert float(result[0]) == 4.0
+    row, _ = asyncio.run(_with_batcher(recorder, body, max_batch_size=8, batch_timeout_ms=1))
+    assert float(row[0]) == 4.0
     assert recorder.sizes == [1, 1]
 
 
