@@ -168,14 +168,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app = FastAPIOffline(docs_url="/docs", redoc_url="/redoc", static_url="/docs-assets", **about)
     else:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "X-Request-Timeout", "Content-Type"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
     errors.install_error_handlers(app)
     # Added first, so innermost: admission, metrics and request ids still wrap it. With
     # OpenTelemetry on, /predict stays routed: FastAPI's instrumentation makes its spans.
@@ -184,6 +176,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(middleware.AdmissionMiddleware, routes=lambda: app.routes)
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(middleware.RequestIdMiddleware)
+    # Added last, so outermost: every answer a browser reads cross-origin carries the CORS
+    # headers, those of the fast path and of a 503 from admission included.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "X-Request-Timeout", "Content-Type"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(tf_serving.router)

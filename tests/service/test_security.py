@@ -81,3 +81,10 @@ def test_cors_origins(tiny_store: Path) -> None:
         assert preflight.headers["access-control-allow-origin"] == "https://demo.example"
         other = client.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        # The prediction itself and its errors, which take the fast path past the router.
+        origin = {"Origin": "https://demo.example"}
+        for query, status in (("model=tiny", 200), ("model=nope", 404)):
+            answer = client.post(f"/predict?{query}", files=upload(SEVEN), headers=origin)
+            assert answer.status_code == status
+            assert answer.headers["access-control-allow-origin"] == "https://demo.example"
+            assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
