@@ -6,8 +6,8 @@ Plain ASGI (not `BaseHTTPMiddleware`) so the hot path pays one function call.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,7 +43,10 @@ class RequestIdMiddleware:
                 candidate = value.decode("latin-1")
                 request_id = candidate if _CLIENT_ID.match(candidate) else None
                 break
-        request_id = request_id or uuid.uuid4().hex
+        # 128 random bits, written as uuid4().hex is; not uuid4(): it reads os.urandom, a
+        # system call that releases the GIL, and the model's thread then keeps the event
+        # loop waiting for it (docs/performance.md). `random` reseeds in a forked child.
+        request_id = request_id or f"{random.getrandbits(128):032x}"
         scope["request_id"] = request_id
         scope["arrived_at"] = asyncio.get_running_loop().time()
         REQUEST.set({"request_id": request_id})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -224,6 +225,9 @@ def test_client_request_id_is_echoed_and_garbage_replaced(client: TestClient) ->
     assert good.headers["x-request-id"] == "abc-123"
     bad = client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
     assert bad.headers["x-request-id"] != "bad id\twith spaces"
+    # The service's own: 32 hex digits, as uuid4().hex, a new one each request.
+    made = {client.get("/healthz").headers["x-request-id"] for _ in range(50)} | {bad.headers["x-request-id"]}
+    assert len(made) == 51 and all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in made)
 
 
 def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:

@@ -1,0 +1,96 @@
+r"""CPU time per image of a network alone, one thread, by batch size: this service's SavedModel
+or the TorchServe peer's PyTorch copy of it.
+
+Issue 17 compares this service with TorchServe serving the same architectures in PyTorch
+(`../shared/peer-bench`). This splits a request's cost into the model and the rest: the
+store's `serving_default` signature as the service calls it (one intra-op thread, in this
+project's environment), or the peer's network (`torch.set_num_threads(1)`, as its handler
+sets it; in the peer's environment, with the peer's trained weights from `setup.sh`):
+
+    .venv/bin/python benchmarks/model_cost.py custom2 mlp
+    /tmp/tsenv/bin/python benchmarks/model_cost.py --torch custom2 mlp
+
+Random inputs of shape (batch, 28, 28, 1) in [0, 1] (PyTorch: (batch, 1, 28, 28)); the
+probabilities are computed as each server does (PyTorch: softmax of the logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT.parent / "shared" / "peer-bench" / "peers" / "torchserve"
+
+
+def per_image(call: Callable[[], object], batch_size: int) -> float:
+    """CPU us per image of `call`, after 20 warm-up calls."""
+    for _ in range(20):
+        call()
+    repeats = max(50, 3000 // batch_size)
+    started = time.process_time()
+    for _ in range(repeats):
+        call()
+    return (time.process_time() - started) * 1e6 / repeats / batch_size
+
+
+def savedmodel_call(arch: str, batch: np.ndarray) -> Callable[[], object]:
+    """A call of the newest `mnist/<arch>` SavedModel of the store on `batch`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    folder = max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    images = tf.constant(batch)
+    return lambda: signature(images=images)["probabilities"].numpy()
+
+
+def torch_call(arch: str, batch: np.ndarray, weights: Path) -> Callable[[], object]:
+    """A call of the TorchServe peer's `arch` network on `batch`, as its handler makes it."""
+    import torch
+
+    sys.path.insert(0, str(PEER))
+    from models import build  # the peer's own definitions
+
+    torch.set_num_threads(1)
+    checkpoint = torch.load(weights / f"torch_{arch}.pt", map_location="cpu", weights_only=True)
+    network = build(checkpoint["arch"])
+    network.load_state_dict(checkpoint["state_dict"])
+    network.eval()
+    images = torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+
+    def call() -> object:
+        with torch.inference_mode():
+            return torch.softmax(network(images), dim=1).numpy()
+
+    return call
+
+
+def main() -> None:
+    """Print the CPU us per image of each architecture at each batch size."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("archs", nargs="+", help="MNIST architectures: custom2, mlp")
+    parser.add_argument("--torch", action="store_true", help="time the TorchServe peer's PyTorch network")
+    parser.add_argument("--weights", type=Path, default=Path("/tmp/peer_models"), help="the peer's trained weights")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    args = parser.parse_args()
+    runtime = "pytorch (TorchServe peer)" if args.torch else "SavedModel (this service)"
+    rng = np.random.default_rng(0)
+    for arch in args.archs:
+        costs = []
+        for batch_size in args.batch_sizes:
+            batch = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
+            call = torch_call(arch, batch, args.weights) if args.torch else savedmodel_call(arch, batch)
+            costs.append(f"batch {batch_size}: {per_image(call, batch_size):,.0f}")
+        print(f"{arch}, {runtime}, CPU us per image, one thread: " + ", ".join(costs), flush=True)
+
+
+if __name__ == "__main__":
+    main()
