@@ -8,6 +8,7 @@ project's environment), or the peer's network (`torch.set_num_threads(1)`, as it
 sets it; in the peer's environment, with the peer's trained weights from `setup.sh`):
 
     .venv/bin/python benchmarks/model_cost.py custom2 mlp
+    .venv/bin/python benchmarks/model_cost.py --xla custom2 mlp     # the signature compiled by XLA
     /tmp/tsenv/bin/python benchmarks/model_cost.py --torch custom2 mlp
 
 Random inputs of shape (batch, 28, 28, 1) in [0, 1] (PyTorch: (batch, 1, 28, 28)); the
@@ -40,15 +41,20 @@ def per_image(call: Callable[[], object], batch_size: int) -> float:
     return (time.process_time() - started) * 1e6 / repeats / batch_size
 
 
-def savedmodel_call(arch: str, batch: np.ndarray) -> Callable[[], object]:
-    """A call of the newest `mnist/<arch>` SavedModel of the store on `batch`."""
+def savedmodel_call(arch: str, batch: np.ndarray, *, xla: bool = False) -> Callable[[], object]:
+    """A call of the newest `mnist/<arch>` SavedModel of the store on `batch`; with `xla`,
+    of its signature wrapped in a `tf.function(jit_compile=True)`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     folder = max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
-    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(folder))
+    signature = loaded.signatures["serving_default"]
     images = tf.constant(batch)
+    if xla:
+        compiled = tf.function(lambda images: signature(images=images)["probabilities"], jit_compile=True)
+        return lambda: (loaded, compiled(images).numpy())  # `loaded` holds the variables
     return lambda: signature(images=images)["probabilities"].numpy()
 
 
@@ -78,16 +84,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("archs", nargs="+", help="MNIST architectures: custom2, mlp")
     parser.add_argument("--torch", action="store_true", help="time the TorchServe peer's PyTorch network")
+    parser.add_argument("--xla", action="store_true", help="time the SavedModel's signature compiled by XLA")
     parser.add_argument("--weights", type=Path, default=Path("/tmp/peer_models"), help="the peer's trained weights")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     args = parser.parse_args()
-    runtime = "pytorch (TorchServe peer)" if args.torch else "SavedModel (this service)"
+    runtime = "pytorch (TorchServe peer)" if args.torch else "SavedModel (this service)" + (", XLA" if args.xla else "")
     rng = np.random.default_rng(0)
     for arch in args.archs:
         costs = []
         for batch_size in args.batch_sizes:
             batch = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
-            call = torch_call(arch, batch, args.weights) if args.torch else savedmodel_call(arch, batch)
+            call = torch_call(arch, batch, args.weights) if args.torch else savedmodel_call(arch, batch, xla=args.xla)
             costs.append(f"batch {batch_size}: {per_image(call, batch_size):,.0f}")
         print(f"{arch}, {runtime}, CPU us per image, one thread: " + ", ".join(costs), flush=True)
 

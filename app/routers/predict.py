@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
+from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
 
@@ -122,7 +122,7 @@ def make_prediction(probabilities: np.ndarray, class_names: list[str], top_k: in
     """The answer for one image (a `Prediction` as a dict) from its probabilities, float (classes,).
 
     Plain dicts rather than pydantic objects: this runs for every image, and the response
-    is serialized once, by `JSONResponse`.
+    is serialized once, by `JSONResponse` (`app.responses`).
     """
     values = probabilities.tolist()
     classes = [

@@ -20,18 +20,19 @@ name>"`, most probable first. Errors are `{"error": "<message>"}`: 400 for a bad
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
+from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64
 from app.security import require_api_key
 
@@ -250,7 +251,7 @@ def render(model: ServedModel, header: dict[str, Any], probabilities: np.ndarray
         body["outputs"] = [{**output, "data": values}]
         return JSONResponse(body)
     body["outputs"] = [{**output, "parameters": {"binary_data_size": len(raw)}}]
-    encoded = json.dumps(body, separators=(",", ":")).encode()
+    encoded = to_json(body, inf_nan_mode="null")
     return Response(encoded + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(encoded))})
 
 
