@@ -49,6 +49,7 @@ plugin, libheif), AVIF Pillow's own. Vector, document and script formats (SVG, P
 are refused, and so is ICO, whose header check already decodes its largest image."""
 
 FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM, HEIC or AVIF"
+"""`SUPPORTED_FORMATS` as users name them, for messages and the API's documentation."""
 
 # libheif turns a HEIC image as its container says while decoding and pillow-heif resets
 # the EXIF orientation to 1, so `load_image`'s EXIF transpose turns it once, like a JPEG.

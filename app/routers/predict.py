@@ -17,6 +17,7 @@ from pydantic import Field
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
+from app.inference.preprocessing import FORMAT_NAMES
 from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
@@ -81,7 +82,7 @@ OPENAPI_EXTRA = {
                         "image": {
                             "type": "string",
                             "format": "binary",
-                            "description": "an image file: PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF; "
+                            "description": f"an image file: {FORMAT_NAMES}; "
                             "repeat the field for several (curl -F image=@a.png -F image=@b.png)",
                         }
                     },
