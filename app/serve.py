@@ -13,27 +13,47 @@ connections, the workers share one socket as under `uvicorn --workers`.
 
     python -m app.serve --host 0.0.0.0 --port 8000 --workers 2
 
-Options default to the environment (`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`);
-`LOG_FORMAT=json` makes uvicorn's own lines JSON, as the app's. `scripts/serve.sh` runs
-this after setting up the environment.
+The number of workers defaults to `auto` (`auto_workers`): one per CPU the process may use,
+as TorchServe starts one worker per core, but no more than half the free memory holds,
+each worker holding every model of the store. Several workers get, unless set,
+`INTRA_OP_THREADS` of their share of the CPUs and an empty `PROMETHEUS_MULTIPROC_DIR` for
+their metrics, which the parent removes at exit. Options default to the environment
+(`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`); `LOG_FORMAT=json` makes uvicorn's own
+lines JSON, as the app's. `scripts/serve.sh` runs this after setting up the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-__all__ = ["ReusePortSocket", "main"]
+from modelstore.layout import version_folders
+
+__all__ = ["ReusePortSocket", "auto_workers", "main", "usable_cpus", "worker_memory_bytes"]
 
 APP = "app.main:app"
 JSON_LOG_CONFIG = "app/log_config.json"
+
+WORKER_BASE_BYTES = 512 * 2**20
+"""Memory of a worker before its models, bytes: the part of TensorFlow's runtime that is its
+own (the libraries' code is mapped from the same files and shared)."""
+
+SAVED_MODEL_MEMORY_FACTOR = 3
+"""A loaded version takes about this many times its SavedModel's bytes on disk (graph,
+functions, variables, oneDNN's caches). The shipped store, 353 MiB of SavedModels: 1,331 MiB
+of a worker's own memory and 1,718 MiB resident (docs/performance.md, 2026-11-27); a store
+of mnist/custom2 and mnist/mlp, 4.3 MiB: 33 MiB (2026-12-05)."""
 
 
 def _listening_socket(family: int, address: Any) -> socket.socket:
@@ -60,6 +80,75 @@ class ReusePortSocket(socket.socket):
         return _listening_socket, (self.family, self.getsockname())
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its CPU affinity, bounded by a cgroup v2 CPU quota (a
+    container's `--cpus`, a Kubernetes CPU limit; rounded up: 1.5 CPUs are 2)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2, or not Linux
+        pass
+    return max(1, cpus)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory that new processes can take without swapping, bytes: the kernel's
+    `MemAvailable`, bounded by a cgroup v2 memory limit less what the cgroup uses; None where
+    neither can be read (not Linux)."""
+    available = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            available.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(available) if available else None
+
+
+def worker_memory_bytes(models_dir: Path) -> int:
+    """Estimated memory of one worker serving every version in `models_dir`, bytes:
+    `WORKER_BASE_BYTES` plus `SAVED_MODEL_MEMORY_FACTOR` times the store's SavedModel files."""
+    saved_model_bytes = 0
+    for *_, folder in version_folders(models_dir):
+        files = [folder / "saved_model.pb", *(folder / "variables").glob("*")]
+        saved_model_bytes += sum(path.stat().st_size for path in files if path.is_file())
+    return WORKER_BASE_BYTES + SAVED_MODEL_MEMORY_FACTOR * saved_model_bytes
+
+
+def auto_workers(cpus: int, available_bytes: int | None, worker_bytes: int) -> int:
+    """`WORKERS=auto`: one worker per usable CPU, as many as half of `available_bytes` holds
+    at `worker_bytes` each, and at least one.
+
+    One worker per core because a worker's Python runs on one core at a time (the GIL) while
+    its model runs on others: on 2 cores one worker answered custom2 at about 0.7 of
+    TorchServe's 2 workers, two at about 1.0 (docs/performance.md). Half the free memory,
+    so that a laptop with many cores and the whole store keeps room for everything else.
+    """
+    by_memory = cpus if available_bytes is None else available_bytes // 2 // max(1, worker_bytes)
+    return max(1, min(cpus, by_memory))
+
+
+def _workers(value: str) -> int | str:
+    """`--workers`: a positive number or `auto`."""
+    if value == "auto":
+        return value
+    try:
+        workers = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers or 'auto'") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError("the number of workers must be at least 1")
+    return workers
+
+
 def _config(args: argparse.Namespace) -> uvicorn.Config:
     """uvicorn's configuration for the service: connections past `limit_concurrency` get
     503 from uvicorn itself; idle keep-alive connections close after 5 s; on SIGTERM the
@@ -83,19 +172,43 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
+    parser.add_argument(
+        "--workers", type=_workers, default=os.environ.get("WORKERS", "auto"), help="a number, or auto (default)"
+    )
     parser.add_argument("--limit-concurrency", type=int, default=int(os.environ.get("LIMIT_CONCURRENCY", "1024")))
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    config = _config(args)
+    auto = args.workers == "auto"
+    if auto:
+        models_dir = Path(os.environ.get("MODELS_DIR") or "models_store")
+        cpus, available, worker_bytes = usable_cpus(), available_memory_bytes(), worker_memory_bytes(models_dir)
+        args.workers = auto_workers(cpus, available, worker_bytes)
+    config = _config(args)  # configures logging
+    logger = logging.getLogger("uvicorn.error")
+    if auto:
+        logger.info(
+            "WORKERS=auto: %d worker(s) for %d usable CPU(s), %s MiB of memory available, about %s MiB a worker for %s",
+            args.workers,
+            cpus,
+            "unknown" if available is None else f"{available // 2**20:,}",
+            f"{worker_bytes // 2**20:,}",
+            models_dir,
+        )
     if args.workers == 1:
         uvicorn.Server(config).run()
         return
+    # The workers inherit this process's environment. Each gets its share of the cores for
+    # TensorFlow's own threads, not all of them but one (a single worker's default).
+    os.environ.setdefault("INTRA_OP_THREADS", str(max(1, usable_cpus() // args.workers)))
+    # They add up their metrics in one folder (prometheus-client's multiprocess mode), which
+    # must be empty when they start.
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="classifier-metrics.")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if sys.platform == "linux":  # elsewhere SO_REUSEPORT does not spread connections
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         address = _listening_socket(family, (args.host, args.port))
-        logging.getLogger("uvicorn.error").info(
+        logger.info(
             "Uvicorn running on http://%s:%d, %d workers with a socket each (SO_REUSEPORT)",
             args.host,
             address.getsockname()[1],
@@ -107,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         Multiprocess(config, sockets=[address]).run()
     finally:
         address.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import time
 from pathlib import Path
 
 import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from app.serve import (
+    WORKER_BASE_BYTES,
+    auto_workers,
+    available_memory_bytes,
+    main,
+    usable_cpus,
+    worker_memory_bytes,
+)
 from benchmarks.run import children_by_parent
 from tests.conftest import DATA, serve, upload
+
+GIB = 2**30
 
 LISTEN, ESTABLISHED = "0A", "01"
 
@@ -81,3 +95,80 @@ def test_one_worker_with_json_logs(tiny_store: Path, tmp_path: Path) -> None:
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(entry["logger"] == "app.access" and entry.get("status") == 200 for entry in entries)
     assert any(entry["logger"].startswith("uvicorn") for entry in entries)  # the server's own lines too
+
+
+def test_auto_workers_one_per_cpu_as_half_the_free_memory_holds() -> None:
+    assert auto_workers(8, 64 * GIB, 2 * GIB) == 8
+    assert auto_workers(8, 12 * GIB, 2 * GIB) == 3  # half of 12 GiB holds three
+    assert auto_workers(2, GIB, 2 * GIB) == 1  # never none
+    assert auto_workers(4, None, 2 * GIB) == 4  # memory unknown: by the CPUs
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_worker_memory_estimate_grows_with_each_version(tiny_store: Path, tmp_path: Path) -> None:
+    version = tiny_store / "mnist" / "tiny" / "1"
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(version, one / "mnist" / "tiny" / "1")
+    shutil.copytree(version, two / "mnist" / "tiny" / "1")
+    shutil.copytree(version, two / "mnist" / "tiny" / "2")
+    (tmp_path / "empty").mkdir()
+    assert worker_memory_bytes(tmp_path / "empty") == WORKER_BASE_BYTES
+    per_version = worker_memory_bytes(one) - WORKER_BASE_BYTES
+    assert per_version > 3 * (version / "saved_model.pb").stat().st_size
+    assert worker_memory_bytes(two) == WORKER_BASE_BYTES + 2 * per_version
+
+
+@pytest.mark.parametrize("workers", ["0", "two", "-1"])
+def test_workers_option_refuses_what_is_not_a_count(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workers", workers])
+    assert exit_info.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of the server `pid` (not multiprocessing's resource tracker)."""
+    children = children_by_parent().get(pid, [])
+    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """The environment process `pid` started with."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
+
+
+@pytest.mark.slow
+def test_auto_workers_by_default_share_metrics_and_cores(tiny_store: Path, tmp_path: Path) -> None:
+    """Without `--workers` or `WORKERS`, as `scripts/serve.sh` starts it: `auto_workers`'
+    count, each worker with its share of the CPUs for TensorFlow, their metrics added up in
+    a folder the parent makes and removes."""
+    expected = auto_workers(usable_cpus(), available_memory_bytes(), worker_memory_bytes(tiny_store))
+    log = tmp_path / "server.log"
+    with serve(tiny_store, launcher="app.serve", stderr=str(log)) as (url, process):
+        deadline = time.monotonic() + 120
+        while len(workers := _workers(process.pid)) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) == expected
+        for _ in range(12):
+            with httpx.Client() as fresh:  # a new connection each time, so every worker may serve
+                answer = fresh.post(f"http://{url}/predict?model=tiny", files=upload(DATA / "7.png"), timeout=30)
+                assert answer.status_code == 200
+        scrape = text_string_to_metric_families(httpx.get(f"http://{url}/metrics").text)
+        served = sum(
+            sample.value
+            for family in scrape
+            for sample in family.samples
+            if sample.name == "http_requests_total" and sample.labels.get("route") == "/predict"
+        )
+        assert served == 12  # every worker's requests, whichever answered the scrape
+        environments = [_environment(pid) for pid in workers]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+    assert f"WORKERS=auto: {expected} worker(s)" in log.read_text()
+    if expected > 1:
+        metrics_dirs = {environment["PROMETHEUS_MULTIPROC_DIR"] for environment in environments}
+        assert len(metrics_dirs) == 1 and not Path(metrics_dirs.pop()).exists()  # removed at exit
+        assert {environment["INTRA_OP_THREADS"] for environment in environments} == {
+            str(max(1, usable_cpus() // expected))
+        }
