@@ -127,10 +127,15 @@ def auto_workers(cpus: int, available_bytes: int | None, worker_bytes: int) -> i
     """`WORKERS=auto`: one worker per usable CPU, as many as half of `available_bytes` holds
     at `worker_bytes` each, and at least one.
 
-    One worker per core because a worker's Python runs on one core at a time (the GIL) while
-    its model runs on others: on 2 cores one worker answered custom2 at about 0.7 of
-    TorchServe's 2 workers, two at about 1.0 (docs/performance.md). Half the free memory,
-    so that a laptop with many cores and the whole store keeps room for everything else.
+    One worker per core because a worker's Python runs on one core at a time (the GIL):
+    two workers on two cores answered far more than one (docs/performance.md, 2026-12-05).
+    Half the free memory, so that a laptop with many cores and the whole store keeps room
+    for everything else.
+
+    Args:
+        cpus: Usable CPUs (`usable_cpus`).
+        available_bytes: Memory available (`available_memory_bytes`), None if unknown.
+        worker_bytes: One worker's estimated memory (`worker_memory_bytes`).
     """
     by_memory = cpus if available_bytes is None else available_bytes // 2 // max(1, worker_bytes)
     return max(1, min(cpus, by_memory))

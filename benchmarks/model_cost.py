@@ -9,6 +9,7 @@ sets it; in the peer's environment, with the peer's trained weights from `setup.
 
     .venv/bin/python benchmarks/model_cost.py custom2 mlp
     .venv/bin/python benchmarks/model_cost.py --xla custom2 mlp     # the signature compiled by XLA
+    .venv/bin/python benchmarks/model_cost.py --session custom2 mlp # in a TF1 session, as TF Serving runs it
     /tmp/tsenv/bin/python benchmarks/model_cost.py --torch custom2 mlp
 
 Random inputs of shape (batch, 28, 28, 1) in [0, 1] (PyTorch: (batch, 1, 28, 28)); the
@@ -58,6 +59,26 @@ def savedmodel_call(arch: str, batch: np.ndarray, *, xla: bool = False) -> Calla
     return lambda: signature(images=images)["probabilities"].numpy()
 
 
+def session_call(arch: str, batch: np.ndarray) -> Callable[[], object]:
+    """A call of the newest `mnist/<arch>` SavedModel of the store on `batch`, loaded into a
+    TensorFlow 1 session (`tf.compat.v1`, as TensorFlow Serving loads a SavedModel) and run
+    through `Session.make_callable`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    folder = max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(folder))
+    signature = meta_graph.signature_def["serving_default"]
+    images = graph.get_tensor_by_name(signature.inputs["images"].name)
+    probabilities = graph.get_tensor_by_name(signature.outputs["probabilities"].name)
+    run = session.make_callable(probabilities, [images])
+    return lambda: run(batch)
+
+
 def torch_call(arch: str, batch: np.ndarray, weights: Path) -> Callable[[], object]:
     """A call of the TorchServe peer's `arch` network on `batch`, as its handler makes it."""
     import torch
@@ -85,16 +106,23 @@ def main() -> None:
     parser.add_argument("archs", nargs="+", help="MNIST architectures: custom2, mlp")
     parser.add_argument("--torch", action="store_true", help="time the TorchServe peer's PyTorch network")
     parser.add_argument("--xla", action="store_true", help="time the SavedModel's signature compiled by XLA")
+    parser.add_argument("--session", action="store_true", help="time the SavedModel run in a TF1 session")
     parser.add_argument("--weights", type=Path, default=Path("/tmp/peer_models"), help="the peer's trained weights")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     args = parser.parse_args()
-    runtime = "pytorch (TorchServe peer)" if args.torch else "SavedModel (this service)" + (", XLA" if args.xla else "")
+    runtime = "pytorch (TorchServe peer)" if args.torch else "SavedModel (this service)"
+    runtime += ", XLA" if args.xla else ", TF1 session" if args.session else ""
     rng = np.random.default_rng(0)
     for arch in args.archs:
         costs = []
         for batch_size in args.batch_sizes:
             batch = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
-            call = torch_call(arch, batch, args.weights) if args.torch else savedmodel_call(arch, batch, xla=args.xla)
+            if args.torch:
+                call = torch_call(arch, batch, args.weights)
+            elif args.session:
+                call = session_call(arch, batch)
+            else:
+                call = savedmodel_call(arch, batch, xla=args.xla)
             costs.append(f"batch {batch_size}: {per_image(call, batch_size):,.0f}")
         print(f"{arch}, {runtime}, CPU us per image, one thread: " + ", ".join(costs), flush=True)
 
