@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     fpmath_mode: Literal["strict", "bf16"] = Field(
         "strict",
         description="oneDNN's math for float32 convolutions and matrix products: `strict` float32, or `bf16` "
-        "(bfloat16 products, float32 sums, on CPUs with AMX or AVX512-BF16: less CPU for the larger CNNs, more "
+        "(bfloat16 products, float32 sums, on CPUs with AMX: less CPU for the larger CNNs, more "
         "for MLPs; probabilities within about 0.05; docs/performance.md)",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -2,7 +2,7 @@ r"""Test accuracy and CPU time per image of the store's models with float32 math
 oneDNN's bfloat16 math mode (`ONEDNN_DEFAULT_FPMATH_MODE=BF16`), one process for each; or
 under any two other environments (`--baseline` and `--candidate`).
 
-A question for issue 17: on a CPU with AMX or AVX512-BF16, oneDNN may run float32
+A question for issue 17: on a CPU with AMX, oneDNN may run float32
 convolutions and matrix products with bfloat16 inputs and float32 sums. How much cheaper is
 the model, and what does it change in the answers? For each model (the newest version of
 each `dataset/arch` given, or of every one in the store), a child process per math mode calls

@@ -93,8 +93,8 @@ def configure_tensorflow(
 
     `fpmath_mode` `bf16` lets oneDNN (TensorFlow's CPU kernels) multiply the float32 inputs
     of convolutions and matrix products as bfloat16, summing in float32, where the CPU has
-    AMX or AVX512-BF16 (`ONEDNN_DEFAULT_FPMATH_MODE`; elsewhere it stays float32); `strict`
-    keeps float32. Must run before TensorFlow executes anything: oneDNN reads the mode once,
+    AMX (`ONEDNN_DEFAULT_FPMATH_MODE`; elsewhere, AVX512-BF16 alone included, its kernels
+    stay float32); `strict` keeps float32. Must run before TensorFlow executes anything: oneDNN reads the mode once,
     and later calls keep the first settings.
     """
     os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = fpmath_mode.upper()
