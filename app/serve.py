@@ -182,10 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--limit-concurrency", type=int, default=int(os.environ.get("LIMIT_CONCURRENCY", "1024")))
     args = parser.parse_args(argv)
+    cpus = usable_cpus()
     auto = args.workers == "auto"
     if auto:
         models_dir = Path(os.environ.get("MODELS_DIR") or "models_store")
-        cpus, available, worker_bytes = usable_cpus(), available_memory_bytes(), worker_memory_bytes(models_dir)
+        available, worker_bytes = available_memory_bytes(), worker_memory_bytes(models_dir)
         args.workers = auto_workers(cpus, available, worker_bytes)
     config = _config(args)  # configures logging
     logger = logging.getLogger("uvicorn.error")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # The workers inherit this process's environment. Each gets its share of the cores for
     # TensorFlow's own threads, not all of them but one (a single worker's default).
-    os.environ.setdefault("INTRA_OP_THREADS", str(max(1, usable_cpus() // args.workers)))
+    os.environ.setdefault("INTRA_OP_THREADS", str(max(1, cpus // args.workers)))
     # They add up their metrics in one folder (prometheus-client's multiprocess mode), which
     # must be empty when they start.
     metrics_dir = None

@@ -42,6 +42,11 @@ def per_image(call: Callable[[], object], batch_size: int) -> float:
     return (time.process_time() - started) * 1e6 / repeats / batch_size
 
 
+def newest_version(arch: str) -> Path:
+    """The store's newest version folder of `mnist/<arch>`."""
+    return max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+
+
 def savedmodel_call(arch: str, batch: np.ndarray, *, xla: bool = False) -> Callable[[], object]:
     """A call of the newest `mnist/<arch>` SavedModel of the store on `batch`; with `xla`,
     of its signature wrapped in a `tf.function(jit_compile=True)`."""
@@ -49,7 +54,7 @@ def savedmodel_call(arch: str, batch: np.ndarray, *, xla: bool = False) -> Calla
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
-    folder = max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+    folder = newest_version(arch)
     loaded = tf.saved_model.load(str(folder))
     signature = loaded.signatures["serving_default"]
     images = tf.constant(batch)
@@ -66,7 +71,7 @@ def session_call(arch: str, batch: np.ndarray) -> Callable[[], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    folder = max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+    folder = newest_version(arch)
     graph = tf.Graph()
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
     session = tf.compat.v1.Session(graph=graph, config=config)
