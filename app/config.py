@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         description="the architecture `model=<dataset>` (and the TF Serving/v2 name `<dataset>`) answers with",
     )
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit, bytes")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0.0, description="time a request head (request line and headers) may take to arrive"
+    )
     body_read_timeout_seconds: float = Field(30.0, gt=0.0, description="time a request body may take to arrive")
     max_image_pixels: int = Field(40_000_000, ge=1, description="declared width x height limit, pixels")
     max_images_per_request: int = Field(64, ge=1, description="images or tensor rows per request")

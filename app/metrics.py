@@ -32,6 +32,7 @@ __all__ = [
     "BATCH_SIZE",
     "BUILD_INFO",
     "CONTENT_TYPE_LATEST",
+    "HEAD_TIMEOUTS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
     "INFERENCE_DURATION",
@@ -55,6 +56,10 @@ HTTP_REQUEST_DURATION = Histogram(
     "Time from the request's arrival to the end of its answer.",
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
+)
+HEAD_TIMEOUTS = Counter(
+    "http_request_head_timeouts_total",
+    "Connections answered 408 and closed: no whole request head within HEADER_TIMEOUT_SECONDS.",
 )
 INFERENCE_DURATION = Histogram(
     "inference_duration_seconds",
