@@ -72,9 +72,10 @@ def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
 
 
 class AdmissionMiddleware:
-    """Count prediction requests in flight from their arrival to their answer, and answer
-    503 `overloaded` at once, before routing, parsing or reading the body, past
-    `MAX_REQUESTS_IN_FLIGHT`.
+    """Count prediction requests in flight from their arrival to their answer, and those
+    still receiving their body (`app.inference.model.Admission`); answer 503 `overloaded` at
+    once, before routing, parsing or reading the body, while `MAX_REQUESTS_IN_FLIGHT` of
+    them are past their body (prepared, queued or run).
 
     Under overload most requests are refused, so refusing must cost far less than serving:
     a refused request costs one route match and a small JSON answer in the matched route's
@@ -119,12 +120,25 @@ class AdmissionMiddleware:
         if route is None or admission is None:
             await self.app(scope, receive, send)
             return
-        if admission.in_flight >= admission.max_in_flight:
-            error = Overloaded(f"{admission.in_flight} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
+        if admission.working >= admission.max_in_flight:
+            error = Overloaded(f"{admission.working} requests in flight (MAX_REQUESTS_IN_FLIGHT); retry shortly")
             await error_response(route, Request(scope), error)(scope, receive, send)
             return
+        reading = True
+
+        async def receive_body() -> Message:
+            nonlocal reading
+            message = await receive()
+            if reading and not (message["type"] == "http.request" and message.get("more_body", False)):
+                reading = False  # the last of the body, or the client went away
+                admission.reading -= 1
+            return message
+
         admission.in_flight += 1
+        admission.reading += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive_body, send)
         finally:
             admission.in_flight -= 1
+            if reading:
+                admission.reading -= 1

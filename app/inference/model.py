@@ -46,18 +46,29 @@ class Admission:
     """The bound on prediction requests in flight in one process, and whether it is stopping.
 
     `app.middleware.AdmissionMiddleware` counts a prediction request from its arrival to its
-    answer and refuses one past `max_in_flight` at once with 503 `overloaded` and
-    `Retry-After`, rather than queue without limit (as TF Serving fails fast past
-    `max_enqueued_batches`).
+    answer (`in_flight`, which a drain waits for) and, of those, the ones still receiving
+    their body (`reading`). A request arriving while `working` (the others: prepared,
+    queued or run) is at `max_in_flight` is refused at once with 503 `overloaded` and
+    `Retry-After`, rather than queued without limit (as TF Serving fails fast past
+    `max_enqueued_batches`). Bodies still on their way are not work: counting them let 257
+    clients that trickle their uploads have every other prediction refused for as long as
+    `BODY_READ_TIMEOUT_SECONDS` (docs/operations.md); connections bound them instead
+    (`--limit-concurrency`).
 
     Args:
-        max_in_flight: Most prediction requests being read, prepared, queued or run at once.
+        max_in_flight: Most prediction requests being prepared, queued or run at once.
     """
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.reading = 0
         self.draining = False
+
+    @property
+    def working(self) -> int:
+        """Requests in flight past their body: being prepared, queued or run."""
+        return self.in_flight - self.reading
 
 
 DISCONNECT_CHECK_AFTER = CHECK_AFTER

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import signal
+import socket
 import struct
 import threading
 import time
@@ -192,6 +193,26 @@ def test_overload_is_shed_at_once_with_retry_after(tiny_store: Path) -> None:
         assert all(response.headers["retry-after"] == "1" for response in shed)
         assert all("in flight" in r.json()["error"] or "queued" in r.json()["error"] for r in shed)
         assert all(len(response.json()["predictions"]) == 16 for response in served)
+
+
+def test_uploads_still_arriving_do_not_count_against_the_in_flight_bound(tiny_store: Path) -> None:
+    # Five clients send a whole head and part of their upload, then wait: with bodies on
+    # their way counted as in flight, two would have every other prediction refused (503).
+    head = b"POST /predict?model=tiny HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n"
+    head += b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+    with serve(tiny_store, MAX_REQUESTS_IN_FLIGHT="2", BODY_READ_TIMEOUT_SECONDS="20") as (url, _):
+        host, port = url.rsplit(":", 1)
+        slow = [socket.create_connection((host, int(port))) for _ in range(5)]
+        try:
+            for connection in slow:
+                connection.sendall(head)
+            time.sleep(0.5)
+            for _ in range(3):
+                answer = httpx.post(f"http://{url}/predict?model=tiny", files=upload(SEVEN), timeout=30)
+                assert answer.status_code == 200, answer.text
+        finally:
+            for connection in slow:
+                connection.close()
 
 
 def test_expired_deadlines_answer_504_in_every_protocol(tiny_store: Path) -> None:
