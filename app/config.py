@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0.0, description="time a request head (request line and headers) may take to arrive"
     )
+    max_header_bytes: int = Field(65536, ge=1024, description="size of a request head (request line and headers)")
     body_read_timeout_seconds: float = Field(30.0, gt=0.0, description="time a request body may take to arrive")
     max_image_pixels: int = Field(40_000_000, ge=1, description="declared width x height limit, pixels")
     max_images_per_request: int = Field(64, ge=1, description="images or tensor rows per request")

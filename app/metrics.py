@@ -32,7 +32,7 @@ __all__ = [
     "BATCH_SIZE",
     "BUILD_INFO",
     "CONTENT_TYPE_LATEST",
-    "HEAD_TIMEOUTS",
+    "HEADS_REFUSED",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
     "INFERENCE_DURATION",
@@ -57,9 +57,11 @@ HTTP_REQUEST_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
-HEAD_TIMEOUTS = Counter(
-    "http_request_head_timeouts_total",
-    "Connections answered 408 and closed: no whole request head within HEADER_TIMEOUT_SECONDS.",
+HEADS_REFUSED = Counter(
+    "http_request_heads_refused_total",
+    "Connections answered and closed for their request head: timeout (408, HEADER_TIMEOUT_SECONDS) "
+    "or too_large (431, MAX_HEADER_BYTES).",
+    ["reason"],
 )
 INFERENCE_DURATION = Histogram(
     "inference_duration_seconds",

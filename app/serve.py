@@ -38,7 +38,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from app.protocol import HeadTimeoutProtocol
+from app.protocol import HeadLimitsProtocol
 from modelstore.layout import version_folders
 
 __all__ = ["ReusePortSocket", "auto_workers", "main", "usable_cpus", "worker_memory_bytes"]
@@ -158,12 +158,12 @@ def _workers(value: str) -> int | str:
 def _config(args: argparse.Namespace) -> uvicorn.Config:
     """uvicorn's configuration for the service: connections past `limit_concurrency` get
     503 from uvicorn itself, counted once they have sent a request head, which must arrive
-    within `HEADER_TIMEOUT_SECONDS` (`app.protocol`); idle keep-alive connections close
+    within `HEADER_TIMEOUT_SECONDS` and fit in `MAX_HEADER_BYTES` (`app.protocol`); idle keep-alive connections close
     after 5 s; on SIGTERM the app drains (`DRAIN_SECONDS`) and uvicorn then gives what is
     left 30 s."""
     return uvicorn.Config(
         APP,
-        http=HeadTimeoutProtocol,
+        http=HeadLimitsProtocol,
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -9,9 +9,9 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # app/serve.py: uvicorn with a listening socket per worker (SO_REUSEPORT), so connections
 # opened together spread over the workers; connections past LIMIT_CONCURRENCY (1024) get 503
 # from uvicorn itself, counted once they have sent a request head, which must arrive within
-# HEADER_TIMEOUT_SECONDS (10; app/protocol.py); idle keep-alive connections close after 5 s;
-# on SIGTERM the app drains
-# (DRAIN_SECONDS, 20) and uvicorn then gives what is left 30 s; several workers add up their
-# metrics in a PROMETHEUS_MULTIPROC_DIR it makes. LOG_FORMAT=json: the server's own start-up
+# HEADER_TIMEOUT_SECONDS (10) and fit in MAX_HEADER_BYTES (64 KiB; app/protocol.py); idle
+# keep-alive connections close after 5 s; on SIGTERM the app drains (DRAIN_SECONDS, 20) and
+# uvicorn then gives what is left 30 s; several workers add up their metrics in a
+# PROMETHEUS_MULTIPROC_DIR it makes. LOG_FORMAT=json: the server's own start-up
 # lines are JSON too.
 exec .venv/bin/python -m app.serve "$@"

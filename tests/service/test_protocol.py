@@ -1,5 +1,6 @@
-"""`app.protocol.HeadTimeoutProtocol`: a client that sends request heads slowly gets 408 and
-never turns other clients away (real server processes on 127.0.0.1)."""
+"""`app.protocol.HeadLimitsProtocol`: a client that sends request heads slowly gets 408, one
+whose head is too large 431, and neither turns other clients away (real server processes on
+127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,11 @@ def _read_response(connection: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def _head_timeouts(url: str) -> float:
+def _heads_refused(url: str, reason: str) -> float:
     for family in text_string_to_metric_families(httpx.get(f"http://{url}/metrics").text):
-        if family.name == "http_request_head_timeouts":
-            return sum(sample.value for sample in family.samples)
-    raise AssertionError("no http_request_head_timeouts_total in /metrics")
+        if family.name == "http_request_heads_refused":
+            return sum(sample.value for sample in family.samples if sample.labels.get("reason") == reason)
+    raise AssertionError("no http_request_heads_refused_total in /metrics")
 
 
 def test_slow_heads_get_408_and_never_turn_others_away(tiny_store: Path) -> None:
@@ -78,14 +79,29 @@ def test_slow_heads_get_408_and_never_turn_others_away(tiny_store: Path) -> None
             error = json.loads(body)["error"]
             assert error["code"] == "request_timeout" and "HEADER_TIMEOUT_SECONDS" in error["message"]
         assert time.monotonic() - started < 20
-        assert _head_timeouts(url) == 20
+        assert _heads_refused(url, "timeout") == 20
 
 
 def test_the_next_head_on_a_kept_alive_connection_has_the_same_deadline(tiny_store: Path) -> None:
     # As the container image starts it: uvicorn's command line with the protocol named.
-    server = serve(tiny_store, "--http", "app.protocol:HeadTimeoutProtocol", HEADER_TIMEOUT_SECONDS="1")
+    server = serve(tiny_store, "--http", "app.protocol:HeadLimitsProtocol", HEADER_TIMEOUT_SECONDS="1")
     with server as (url, _), _connect(url) as connection:
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
         assert _read_response(connection).startswith(b"HTTP/1.1 200")
         connection.sendall(PARTIAL_HEAD)
         assert _read_until_closed(connection).startswith(b"HTTP/1.1 408")
+
+
+def test_a_head_over_max_header_bytes_gets_431_and_a_large_one_under_it_is_served(tiny_store: Path) -> None:
+    server = serve(tiny_store, "--workers", "1", launcher="app.serve", MAX_HEADER_BYTES="16384")
+    with server as (url, _), _connect(url) as endless, _connect(url) as large:
+        # 20 kB of a head that has not ended: the server reads it all, answers, and closes.
+        endless.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nCookie: " + b"a" * 20000)
+        reply = _read_until_closed(endless)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431"), reply[:200]
+        error = json.loads(body)["error"]
+        assert error["code"] == "header_too_large" and "MAX_HEADER_BYTES" in error["message"]
+        large.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nCookie: " + b"a" * 12000 + b"\r\n\r\n")
+        assert _read_response(large).startswith(b"HTTP/1.1 200")
+        assert _heads_refused(url, "too_large") == 1
