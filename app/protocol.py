@@ -71,11 +71,8 @@ class HeadLimitsProtocol(HttpToolsProtocol):
         limit = getattr(self.app_state.get("settings"), "max_header_bytes", DEFAULT_MAX_HEADER_BYTES)
         if self._head_bytes > limit:
             self._cancel_head_timer()
-            self._refuse(
-                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too_large",
-                f"the request head (request line and headers) is over {limit:,} bytes (MAX_HEADER_BYTES)",
-            )
+            message = f"the request head (request line and headers) is over {limit:,} bytes (MAX_HEADER_BYTES)"
+            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large", "too_large", message)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -107,13 +104,12 @@ class HeadLimitsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
             return
         message = f"the request head did not arrive within {seconds:g} s (HEADER_TIMEOUT_SECONDS)"
-        self._refuse(HTTPStatus.REQUEST_TIMEOUT, "timeout", message)
+        self._refuse(HTTPStatus.REQUEST_TIMEOUT, "request_timeout", "timeout", message)
 
-    def _refuse(self, status: HTTPStatus, reason: str, message: str) -> None:
-        """Answer `status` with the native error body (no request id: there is no request
-        yet), close the connection, and count it by `reason`."""
+    def _refuse(self, status: HTTPStatus, code: str, reason: str, message: str) -> None:
+        """Answer `status` with the native error body of `code` and `message` (no request id:
+        there is no request yet), close the connection, and count it by `reason`."""
         HEADS_REFUSED.labels(reason).inc()
-        code = "request_timeout" if status == HTTPStatus.REQUEST_TIMEOUT else "header_too_large"
         body = to_json(error_body(code, message, None))
         head = (
             f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"

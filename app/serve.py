@@ -158,9 +158,9 @@ def _workers(value: str) -> int | str:
 def _config(args: argparse.Namespace) -> uvicorn.Config:
     """uvicorn's configuration for the service: connections past `limit_concurrency` get
     503 from uvicorn itself, counted once they have sent a request head, which must arrive
-    within `HEADER_TIMEOUT_SECONDS` and fit in `MAX_HEADER_BYTES` (`app.protocol`); idle keep-alive connections close
-    after 5 s; on SIGTERM the app drains (`DRAIN_SECONDS`) and uvicorn then gives what is
-    left 30 s."""
+    within `HEADER_TIMEOUT_SECONDS` and fit in `MAX_HEADER_BYTES` (`app.protocol`); idle
+    keep-alive connections close after 5 s; on SIGTERM the app drains (`DRAIN_SECONDS`) and
+    uvicorn then gives what is left 30 s."""
     return uvicorn.Config(
         APP,
         http=HeadLimitsProtocol,
