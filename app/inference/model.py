@@ -50,10 +50,10 @@ class Admission:
     their body (`reading`). A request arriving while `working` (the others: prepared,
     queued or run) is at `max_in_flight` is refused at once with 503 `overloaded` and
     `Retry-After`, rather than queued without limit (as TF Serving fails fast past
-    `max_enqueued_batches`). Bodies still on their way are not work: counting them let 257
-    clients that trickle their uploads have every other prediction refused for as long as
-    `BODY_READ_TIMEOUT_SECONDS` (docs/operations.md); connections bound them instead
-    (`--limit-concurrency`).
+    `max_enqueued_batches`). Bodies still on their way are not work: counting them let
+    `max_in_flight` clients that trickle their uploads have every other prediction refused
+    for as long as `BODY_READ_TIMEOUT_SECONDS` (docs/operations.md); connections bound them
+    instead (`--limit-concurrency`).
 
     Args:
         max_in_flight: Most prediction requests being prepared, queued or run at once.
