@@ -31,14 +31,15 @@ from http import HTTPStatus
 from pydantic_core import to_json
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.config import Settings
 from app.errors import error_body
 from app.metrics import HEADS_REFUSED
 
 __all__ = ["HeadLimitsProtocol"]
 
-DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
-DEFAULT_MAX_HEADER_BYTES = 65536
-"""The limits before the app's settings are known (they are, once it has started)."""
+# The limits where the app's settings are not in its state (uvicorn's `--lifespan off`).
+DEFAULT_HEADER_TIMEOUT_SECONDS: float = Settings.model_fields["header_timeout_seconds"].default
+DEFAULT_MAX_HEADER_BYTES: int = Settings.model_fields["max_header_bytes"].default
 
 
 class HeadLimitsProtocol(HttpToolsProtocol):
