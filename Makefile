@@ -2,7 +2,7 @@
 .PHONY: setup serve test lint benchmark container-test kserve-validate
 
 setup:
-	bash scripts/setup.sh
+	bash scripts/setup.sh dev
 
 serve:
 	bash scripts/serve.sh
@@ -11,10 +11,10 @@ test:
 	bash scripts/test.sh
 
 lint:
-	bash scripts/setup.sh && .venv/bin/ruff check app modelstore training tests benchmarks tools && .venv/bin/ruff format --check app modelstore training tests benchmarks tools
+	bash scripts/setup.sh dev && .venv/bin/ruff check app modelstore training tests benchmarks tools && .venv/bin/ruff format --check app modelstore training tests benchmarks tools
 
 benchmark:
-	bash scripts/setup.sh && .venv/bin/python benchmarks/run.py
+	bash scripts/setup.sh dev && .venv/bin/python benchmarks/run.py
 
 container-test:
 	bash scripts/container-test.sh

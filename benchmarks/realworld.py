@@ -1,12 +1,14 @@
-"""Accuracy on real-world uploads through the HTTP API, with and without preprocessing.
+"""Accuracy on real-world uploads through the HTTP API, per kind of image.
 
-Every file in a folder named `<label>_<source>_<index>.<ext>` (label = class index) is
-posted to `/predict`; the script prints the accuracy per source and overall for
-`preprocess=auto` (the dataset's procedure) and `preprocess=none` (resize only).
+Every file in a folder named `<label>_<kind>_<index>.<ext>` (label = class index) is
+posted to `/predict`; the script prints the accuracy per kind and overall for
+`preprocess=auto` (the model's procedure) and, with `--none`, `preprocess=none` (resize
+only). The digit sets are `tests/data/realworld/digits/tune` (choices are made there) and
+`.../test` (only reported), made by `tools/make_realworld_digits.py`.
 
-    .venv/bin/python benchmarks/realworld.py --model custom2
-    .venv/bin/python benchmarks/realworld.py --model custom2 --url http://127.0.0.1:8000
-    .venv/bin/python benchmarks/realworld.py --model ensemble --version 2
+    .venv/bin/python benchmarks/realworld.py --model custom2 --split test
+    .venv/bin/python benchmarks/realworld.py --model mnist --split tune --url http://127.0.0.1:8000
+    .venv/bin/python benchmarks/realworld.py --model ensemble --version 2 --none
 
 Without `--url` the real app runs in this process over the shipped store (httpx through
 ASGI, the same requests and responses as over a socket).
@@ -25,7 +27,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = ROOT / "tests" / "data" / "realworld" / "digits"
+DIGITS = ROOT / "tests" / "data" / "realworld" / "digits"
+DEFAULT_IMAGES = DIGITS / "test"
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -51,7 +54,7 @@ def open_client(url: str | None, models_dir: Path) -> Iterator[httpx.Client]:
 def evaluate(
     client: httpx.Client, images: Path, *, model: str, preprocess: str, version: int | None = None
 ) -> dict[str, tuple[int, int]]:
-    """Post every image; return {source: (correct, total)} plus an `all` entry.
+    """Post every image; return {kind: (correct, total)} plus an `all` entry.
 
     Raises:
         RuntimeError: A request did not answer 200.
@@ -60,14 +63,14 @@ def evaluate(
     for path in sorted(images.iterdir()):
         if path.suffix.lower() not in CONTENT_TYPES:
             continue
-        label, source = path.stem.split("_")[:2]
+        label, kind = path.stem.split("_")[:2]
         files = {"image": (path.name, path.read_bytes(), CONTENT_TYPES[path.suffix.lower()])}
         params = {"model": model, "preprocess": preprocess} | ({"version": version} if version else {})
         response = client.post("/predict", params=params, files=files)
         if response.status_code != 200:
             raise RuntimeError(f"{path.name}: HTTP {response.status_code} {response.text}")
         correct = response.json()["class_index"] == int(label)
-        for key in (source, "all"):
+        for key in (kind, "all"):
             counts[key][0] += correct
             counts[key][1] += 1
     return {key: (value[0], value[1]) for key, value in counts.items()}
@@ -77,23 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="custom2", help="arch or dataset/arch")
     parser.add_argument("--version", type=int, help="a version label; default: the newest")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--split", choices=("tune", "test"), default="test", help="which digit set")
+    parser.add_argument("--images", type=Path, help="another folder of labelled images instead of --split")
+    parser.add_argument("--none", action="store_true", help="also with preprocess=none")
     parser.add_argument("--url", help="a running server; default: the app in this process")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models_store")
     args = parser.parse_args(argv)
+    images = args.images or DIGITS / args.split
+    modes = ("auto", "none") if args.none else ("auto",)
     with open_client(args.url, args.models_dir) as client:
         results = {
-            mode: evaluate(client, args.images, model=args.model, preprocess=mode, version=args.version)
-            for mode in ("auto", "none")
+            mode: evaluate(client, images, model=args.model, preprocess=mode, version=args.version)
+            for mode in modes
         }
     label = f"{args.model} v{args.version}" if args.version else args.model
-    shown = args.images.relative_to(ROOT) if args.images.is_relative_to(ROOT) else args.images
+    shown = images.relative_to(ROOT) if images.is_relative_to(ROOT) else images
     print(f"{label} on {shown}")
-    print(f"{'source':<10}{'images':>8}{'preprocess=auto':>18}{'preprocess=none':>18}")
-    for source in sorted(results["auto"], key=lambda key: (key == "all", key)):
-        correct_auto, total = results["auto"][source]
-        correct_none, _ = results["none"][source]
-        print(f"{source:<10}{total:>8}{correct_auto / total:>17.1%} {correct_none / total:>17.1%}")
+    print(f"{'kind':<10}{'images':>8}" + "".join(f"{'preprocess=' + mode:>18}" for mode in modes))
+    for kind in sorted(results["auto"], key=lambda key: (key == "all", key)):
+        total = results["auto"][kind][1]
+        print(f"{kind:<10}{total:>8}" + "".join(f"{results[mode][kind][0] / total:>18.1%}" for mode in modes))
     return 0
 
 

@@ -80,11 +80,35 @@ LIGHTING_GRID = 64
 """Longer side, in pixels, of the thumbnail on which the paper's brightness is estimated."""
 
 LIGHTING_KERNEL = 0.1
-"""Side of the closing that removes the ink from that thumbnail, as a fraction of its longer
-side: wider than the strokes of a digit photographed with paper around it, narrower than
-most shadows (0.1 read shadows best of 0.1, 0.15, 0.2 and 0.3 in benchmarks/paper_photos.py).
-A digit filling the frame may have thicker strokes, but only uneven light along the border
-turns the correction on."""
+"""Least side of the closing that removes the ink from that thumbnail, as a fraction of its
+longer side: wider than the strokes of a digit photographed with paper around it, narrower
+than most shadows (0.1 read shadows best of 0.1, 0.15, 0.2 and 0.3 in
+benchmarks/paper_photos.py). Thicker strokes widen it (`STROKE_MARGIN`)."""
+
+STROKE_MARGIN = 2.0
+"""The closing is at least this many times as wide as the image's own strokes (measured on
+the thumbnail, `_ink_stroke_width`), plus a pixel each side: a kernel narrower than a stroke
+takes the stroke for background, and subtracting it leaves only the stroke's outline."""
+
+MAX_LIGHTING_KERNEL = 0.4
+"""Widest closing, as a fraction of the thumbnail's longer side. Strokes that would need a
+wider one fill the frame (a close-up, a tight crop of a bold digit): there is no paper
+around them to estimate the lighting from, and the image is left as it is."""
+
+KEPT_CONTRAST = 0.3
+"""Contrast (darkness relative to the paper behind, 0-1) that surely-ink pixels keep against
+a right lighting estimate: they reflect less than `INK_RATIO` of the paper near them, so
+their contrast is above 1 - `INK_RATIO` where the estimate found that paper."""
+
+LOST_INK = 0.2
+"""Fraction of the surely-ink pixels that may fall below `KEPT_CONTRAST` (a stroke's soft
+edge, ink in a shadow) before the estimate is judged to have taken strokes for paper and the
+correction is skipped."""
+
+LOCAL_PAPER = 0.35
+"""Side of the window, as a fraction of the thumbnail's longer side, whose brightest pixel
+is taken for the paper near a pixel when the ink is told from the paper for measuring the
+strokes: wider than any stroke whose lighting can still be corrected."""
 
 SHADOW_KERNEL = 0.03
 """Side of the narrower closing that follows a shadow's edge, as a fraction of the
@@ -117,6 +141,12 @@ and keeps a sheet that covers a fifth of the photo or more (`PAPER_AREA`)."""
 PAPER_AREA = 0.2
 """Least fraction of the photo a sheet of paper covers; a bold digit, light on a dark ground,
 may survive the opening in part, but covers less."""
+
+PAPER_FLATNESS = 32
+"""Most gray levels (of 255) between the 10th and 90th percentiles of a sheet's bright pixels:
+paper, lit evenly or not, spread 1-20 on photos of sheets on desks and of shadowed paper; the
+bright parts of bold, blurry light digits on a dark ground that survive the opening spread
+47-117 (the tuning split of the real-world digits)."""
 
 PAPER_CONTRAST = 60
 """Gray levels (of 255) by which a sheet must be brighter than the border of the photo (a
@@ -355,10 +385,16 @@ def _paper(gray: Image.Image) -> Image.Image:
     if (thumbnail := _thumbnail(gray)) is None:
         return gray
     small, factor = thumbnail
-    opened = _pixels(_without_strokes(small, PAPER_KERNEL, dark=False))
+    opened = _pixels(_without_strokes(small, _odd(PAPER_KERNEL * max(small.size)), dark=False))
     desk = _border_median(_pixels(small))
     sheet = opened >= desk + PAPER_CONTRAST
-    if sheet.mean() < PAPER_AREA:  # no sheet, or a bold digit on a dark ground
+    if sheet.mean() < PAPER_AREA:  # no sheet
+        return gray
+    # Paper is flat apart from its ink; the bright parts of a bold, blurry light digit on a
+    # dark ground, which the opening may keep, are not.
+    levels = _pixels(small)[sheet & (_pixels(small) >= desk + PAPER_CONTRAST)]
+    low, high = np.percentile(levels, [10, 90])
+    if high - low > PAPER_FLATNESS:
         return gray
     # The sheet's extent: rows and columns at least half as bright-covered as the most; a
     # digit near the sheet's edge lowers its rows' cover, the desk leaves none.
@@ -381,42 +417,44 @@ def _paper(gray: Image.Image) -> Image.Image:
 def _even_lighting(gray: Image.Image) -> Image.Image:
     """Divide out uneven lighting (a shadow, a lamp's falloff) from a photo of ink on paper.
 
-    The paper's brightness is estimated on a thumbnail (`LIGHTING_GRID`) by a grayscale
-    closing (max then min filter, `LIGHTING_KERNEL`) that removes dark strokes but keeps a
-    shadow's edge, for light paper, or an opening for a dark board. On light paper a
-    narrower closing (`SHADOW_KERNEL`) follows a shadow into the narrow wedges the wide one
-    fills, and is used wherever it is neither as dark as ink (`INK_RATIO`) nor next to such
-    ink (`STROKE_EDGE`). If the estimate varies by `UNEVEN_LIGHTING` or more along the
-    border, each pixel's ink becomes its contrast relative to the paper behind it:
-    flat-field correction, as in document scanners. A shadow darkens the ink as much as the
-    paper, so the ratio is what stays the same.
+    The paper's brightness is estimated on a thumbnail (`LIGHTING_GRID`, `_paper_estimate`).
+    If the estimate varies by `UNEVEN_LIGHTING` or more along the border, each pixel's ink
+    becomes its contrast relative to the paper behind it: flat-field correction, as in
+    document scanners. A shadow darkens the ink as much as the paper, so the ratio is what
+    stays the same.
+
+    A stroke is never taken for paper: the estimate's kernel starts at twice the width of
+    the image's own strokes (`STROKE_MARGIN`, at least `LIGHTING_KERNEL`) and is widened by
+    half while the estimate still erases the inside of strokes (`_takes_ink_for_paper`: a
+    dense loop, a blurry stroke); strokes too wide for `MAX_LIGHTING_KERNEL` fill the frame,
+    and the image is left as it is.
 
     Returns:
         The `L` image with the paper made even at its brightest level (dark paper at its
-        darkest), or `gray` itself if the lighting is even or the image smaller than
-        `LIGHTING_GRID` (a crop of the digit, with no room for a shadow).
+        darkest), or `gray` itself if the lighting is even, the strokes fill the frame or the
+        image is smaller than `LIGHTING_GRID` (a crop of the digit, with no room for a shadow).
     """
     if (thumbnail := _thumbnail(gray)) is None:
         return gray
     small, _ = thumbnail
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
-    paper = _without_strokes(small, LIGHTING_KERNEL, dark=light_paper)
-    if light_paper:
-        wide = _pixels(paper).astype(np.float32)
-        narrow = _pixels(_without_strokes(small, SHADOW_KERNEL, dark=True)).astype(np.float32)
-        # Where the narrow closing is as dark as ink, it kept a stroke: the wide estimate
-        # holds there and around it, over the stroke's soft edge.
-        strokes = _gray_image(np.where(narrow < INK_RATIO * wide, 255, 0).astype(np.uint8))
-        around = 2 * round(STROKE_EDGE * max(small.size) / 2) + 1
-        near_strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(around)))
-        paper = _gray_image(np.where(near_strokes > 0, wide, narrow).astype(np.uint8))
-    # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
-    # always reaches; percentiles, not the extremes, for a digit that touches the border.
-    cells = _pixels(paper)
-    border = np.concatenate([cells[[0, -1]].ravel(), cells[1:-1, [0, -1]].ravel()])
-    darkest, brightest = np.percentile(border, [10, 90])
-    if brightest - darkest < UNEVEN_LIGHTING:
-        return gray
+    side = max(small.size)
+    ink = _ink_mask(small, light_paper=light_paper)
+    kernel = max(_odd(LIGHTING_KERNEL * side), _odd(STROKE_MARGIN * _stroke_width(ink) + 2))
+    while True:
+        if kernel > MAX_LIGHTING_KERNEL * side:
+            return gray
+        paper = _paper_estimate(small, kernel, ink, light_paper=light_paper)
+        cells = _pixels(paper)
+        # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
+        # always reaches; percentiles, not the extremes, for a digit that touches the border.
+        border = np.concatenate([cells[[0, -1]].ravel(), cells[1:-1, [0, -1]].ravel()])
+        darkest, brightest = np.percentile(border, [10, 90])
+        if brightest - darkest < UNEVEN_LIGHTING:
+            return gray
+        if not _takes_ink_for_paper(small, cells, ink, light_paper=light_paper):
+            break
+        kernel = _odd(1.5 * kernel)
     behind = _pixels(paper.resize(gray.size, Image.Resampling.BILINEAR))
     pixels = _pixels(gray).astype(np.float32)
     behind = behind.astype(np.float32)
@@ -429,11 +467,70 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
     return _gray_image(levels.round().astype(np.uint8))
 
 
-def _without_strokes(small: Image.Image, fraction: float, *, dark: bool) -> Image.Image:
-    """`small` without its strokes narrower than a square kernel of `fraction` of its longer
-    side (odd, pixels): a grayscale closing (max then min filter) removes dark strokes, an
-    opening (min then max) bright ones (`dark=False`)."""
-    kernel = 2 * round(fraction * max(small.size) / 2) + 1
+def _paper_estimate(small: Image.Image, kernel: int, ink: np.ndarray, *, light_paper: bool) -> Image.Image:
+    """The paper's brightness behind a thumbnail (`L`, the thumbnail's size).
+
+    A grayscale closing (max then min filter, side `kernel`) removes dark strokes but keeps a
+    shadow's edge, for light paper, or an opening for a dark board. On light paper a
+    narrower closing (`SHADOW_KERNEL`) follows a shadow into the narrow wedges the wide one
+    fills, and is used wherever it is neither as dark as ink (`INK_RATIO`, or in `ink`, the
+    boolean (H, W) `_ink_mask`) nor next to such ink (`STROKE_EDGE`).
+    """
+    paper = _without_strokes(small, kernel, dark=light_paper)
+    if not light_paper:
+        return paper
+    side = max(small.size)
+    wide = _pixels(paper).astype(np.float32)
+    narrow = _pixels(_without_strokes(small, _odd(SHADOW_KERNEL * side), dark=True)).astype(np.float32)
+    # Where the narrow closing is as dark as ink, it kept a stroke: the wide estimate
+    # holds there and around it, over the stroke's soft edge.
+    strokes = _gray_image(np.where((narrow < INK_RATIO * wide) | ink, 255, 0).astype(np.uint8))
+    near_strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(_odd(STROKE_EDGE * side))))
+    return _gray_image(np.where(near_strokes > 0, wide, narrow).astype(np.uint8))
+
+
+def _odd(size: float) -> int:
+    """The odd kernel side (pixels, at least 1) nearest to `size`, as Pillow's rank filters need."""
+    return 2 * round(size / 2) + 1
+
+
+def _ink_mask(small: Image.Image, *, light_paper: bool) -> np.ndarray:
+    """The surely-ink pixels of a thumbnail (`L`), boolean (H, W): those that reflect less
+    than `INK_RATIO` of the brightest paper within `LOCAL_PAPER` of them (bright chalk on a
+    dark board is inverted first). A shadow dims paper and ink alike, so it is not ink; a
+    3x3 median drops specks. `_stroke_width` of it is the width of the image's strokes."""
+    pixels = _pixels(small) if light_paper else 255 - _pixels(small)
+    paper = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
+    ink = pixels < INK_RATIO * paper.astype(np.float32)
+    # The median only removes: filling a loop's small hole would make paper ink.
+    return ink & (_pixels(_gray_image(ink.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 127)
+
+
+def _takes_ink_for_paper(small: Image.Image, paper: np.ndarray, ink: np.ndarray, *, light_paper: bool) -> bool:
+    """Whether a lighting estimate would erase strokes: more than `LOST_INK` of the inner
+    pixels of the surely-ink (`_ink_mask`, less its one-pixel rim) of the thumbnail keep less
+    than `KEPT_CONTRAST` against the estimated paper (uint8 (H, W), the thumbnail's size).
+    A stroke wider than the estimate's kernel is taken for paper inside it, and correcting
+    would leave only its outline; strokes two pixels wide or less have no inside and are
+    left to the kernel's width."""
+    inner = np.zeros_like(ink)
+    inner[1:-1, 1:-1] = ink[1:-1, 1:-1] & ink[:-2, 1:-1] & ink[2:, 1:-1] & ink[1:-1, :-2] & ink[1:-1, 2:]
+    if not inner.any():
+        return False
+    ink = inner
+    pixels = _pixels(small).astype(np.float32)[ink]
+    behind = paper.astype(np.float32)[ink]
+    if light_paper:
+        contrast = (behind - pixels) / np.maximum(behind, 1.0)
+    else:
+        contrast = (pixels - behind) / np.maximum(255.0 - behind, 1.0)
+    return float((contrast < KEPT_CONTRAST).mean()) > LOST_INK
+
+
+def _without_strokes(small: Image.Image, kernel: int, *, dark: bool) -> Image.Image:
+    """`small` without its strokes narrower than a square kernel of side `kernel` (odd,
+    pixels): a grayscale closing (max then min filter) removes dark strokes, an opening
+    (min then max) bright ones (`dark=False`)."""
     first, second = (
         (ImageFilter.MaxFilter, ImageFilter.MinFilter) if dark else (ImageFilter.MinFilter, ImageFilter.MaxFilter)
     )

@@ -61,6 +61,19 @@ def router_calls(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[st
     return calls
 
 
+def _tolerant(value: Any) -> Any:
+    """`value` with every float replaced by `pytest.approx` of it: the two paths may batch
+    the same images differently, and kernels of two batch sizes may differ in the last bit.
+    Everything else (class indices, their order, names, strings) is compared exactly."""
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-5, abs=1e-7)
+    if isinstance(value, dict):
+        return {key: _tolerant(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tolerant(item) for item in value)
+    return value
+
+
 def _answer(response: Any) -> tuple[int, Any, str | None]:
     body = response.json()
     if isinstance(body.get("error"), dict):
@@ -76,7 +89,7 @@ def test_fast_path_answers_as_the_router_does(
     assert router_calls == [], "POST /predict went through the router"
     slow = routed.post("/api/predict", **CASES[case])
     assert router_calls == ["/api/predict"]
-    assert _answer(fast) == _answer(slow)
+    assert _answer(slow) == _tolerant(_answer(fast))
     assert fast.headers["x-request-id"] and fast.headers["content-type"] == slow.headers["content-type"]
 
 
