@@ -95,10 +95,17 @@ MAX_LIGHTING_KERNEL = 0.4
 wider one fill the frame (a close-up, a tight crop of a bold digit): there is no paper
 around them to estimate the lighting from, and the image is left as it is."""
 
-KEPT_CONTRAST = 0.3
-"""Contrast (darkness relative to the paper behind, 0-1) that surely-ink pixels keep against
-a right lighting estimate: they reflect less than `INK_RATIO` of the paper near them, so
-their contrast is above 1 - `INK_RATIO` where the estimate found that paper."""
+LIGHT_INK = 0.8
+"""Highest reflectance, relative to the paper near it, that counts as surely ink
+(`_ink_mask`); paper dimmed less than this by a shadow is never ink."""
+
+INK_SPAN = 0.35
+"""Where between the darkest ink of an image and its paper the surely-ink threshold lies
+(at least `INK_RATIO`): dark ink keeps `INK_RATIO`, a light ink gets a threshold near it."""
+
+KEPT_CONTRAST = 0.5
+"""Share of a surely-ink pixel's contrast against the paper near it that it keeps against a
+right lighting estimate; a stroke taken for paper keeps next to none."""
 
 LOST_INK = 0.2
 """Fraction of the surely-ink pixels that may fall below `KEPT_CONTRAST` (a stroke's soft
@@ -128,10 +135,11 @@ STROKE_EDGE = 0.1
 of the thumbnail's side: over the soft edge of a thick stroke, which is lighter than ink
 (0.06 lost one close-up of 60 in benchmarks/paper_photos.py, 0.1 none)."""
 
-UNEVEN_LIGHTING = 40
+UNEVEN_LIGHTING = 20
 """Gray levels (of 255) that the paper's estimated brightness must vary by along the
 image's border (between its 10th and 90th percentiles) before it is evened out: paper lit
-evenly, a scan or a drawing is left as it is."""
+evenly, a scan or a drawing is left as it is. 20 read the tuning split of the real-world
+digits best of 10, 20 and 40 (`benchmarks/realworld.py --split tune`)."""
 
 PAPER_KERNEL = 0.25
 """Side of the opening that finds a sheet of paper in a photo, as a fraction of the
@@ -147,6 +155,16 @@ PAPER_FLATNESS = 32
 paper, lit evenly or not, spread 1-20 on photos of sheets on desks and of shadowed paper; the
 bright parts of bold, blurry light digits on a dark ground that survive the opening spread
 47-117 (the tuning split of the real-world digits)."""
+
+SHEET_FILL = 0.85
+"""Least fraction of a sheet's box that is bright once the ink's holes are filled, and of
+the bright pixels that lie in the box: a sheet photographed from above fills its box and the
+desk around it is dark; the lit part of shadowed paper, cut by the shadow's slanted edge,
+leaves a wedge of the box dark or a wedge of itself outside."""
+
+INK_BESIDE = 4
+"""Thumbnail pixels of ink outside a bright region that make it a lit part of shadowed
+paper rather than a sheet on a desk (`_ink_beside`)."""
 
 PAPER_CONTRAST = 60
 """Gray levels (of 255) by which a sheet must be brighter than the border of the photo (a
@@ -183,6 +201,10 @@ CIFAR_SHARPEN = ImageFilter.UnsharpMask(radius=0.7, percent=50, threshold=0)
 """A photo shrunk to CIFAR-10's 32 px is softer than the dataset's images. The best of radius
 0.5 and 0.7 px x 0-75% for airbench networks on validation images re-saved as uploads
 (`benchmarks/sharpen_sweep.py`; the figures are in docs/models.md)."""
+
+COLOUR_CONTRAST = 1.5
+"""A colour channel replaces the luminance for digits when the ink stands this many times
+farther from the paper in it (`_ink_gray`): for black or grey ink every channel is alike."""
 
 LIGHT_BACKGROUND = 127
 """A border median (gray level of 255) above this is a light background: the image is inverted."""
@@ -394,7 +416,7 @@ def _paper(gray: Image.Image) -> Image.Image:
     # dark ground, which the opening may keep, are not.
     levels = _pixels(small)[sheet & (_pixels(small) >= desk + PAPER_CONTRAST)]
     low, high = np.percentile(levels, [10, 90])
-    if high - low > PAPER_FLATNESS:
+    if high - low > PAPER_FLATNESS or _ink_beside(small, _pixels(small) >= desk + PAPER_CONTRAST):
         return gray
     # The sheet's extent: rows and columns at least half as bright-covered as the most; a
     # digit near the sheet's edge lowers its rows' cover, the desk leaves none.
@@ -402,6 +424,11 @@ def _paper(gray: Image.Image) -> Image.Image:
     row_cover, column_cover = bright.mean(axis=1), bright.mean(axis=0)
     rows = np.flatnonzero(row_cover >= row_cover.max() / 2)
     columns = np.flatnonzero(column_cover >= column_cover.max() / 2)
+    # A sheet fills its box but for its ink, and little of it is outside; the lit part of
+    # paper beside a shadow's slanted edge (a wedge, a trapezium) is neither.
+    inside = bright[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    if _filled_holes(inside).mean() < SHEET_FILL or np.count_nonzero(inside) < SHEET_FILL * np.count_nonzero(bright):
+        return gray
     inset_x, inset_y = round(0.015 * gray.width), round(0.015 * gray.height)
     box = (
         min(gray.width, int(columns[0]) * factor + inset_x),
@@ -412,6 +439,41 @@ def _paper(gray: Image.Image) -> Image.Image:
     if box[2] - box[0] < LIGHTING_GRID or box[3] - box[1] < LIGHTING_GRID:
         return gray
     return gray.crop(box)
+
+
+def _ink_beside(small: Image.Image, sheet: np.ndarray) -> bool:
+    """Whether the darker part of a thumbnail (`L`), two pixels away from its bright pixels
+    (`sheet`, boolean (H, W)), holds ink: strokes darker than `INK_RATIO` of the brightest of that part
+    within `LIGHTING_KERNEL` of them. Then the darker part is paper in a shadow, not a desk,
+    and the digit may lie in it."""
+    pixels = _pixels(small)
+    away = ~_pixels(_gray_image(sheet.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(5))).astype(bool)
+    darker = _gray_image(np.where(away, pixels, 0).astype(np.uint8))
+    local = _pixels(darker.filter(ImageFilter.MaxFilter(_odd(LIGHTING_KERNEL * max(small.size))))).astype(np.float32)
+    ink = away & (pixels < INK_RATIO * local)
+    ink &= _pixels(_gray_image(ink.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 127
+    return int(np.count_nonzero(ink)) >= INK_BESIDE
+
+
+def _filled_holes(mask: np.ndarray) -> np.ndarray:
+    """A boolean (H, W) mask with its holes filled (the ink on a sheet): every pixel that
+    cannot be reached from the border through pixels outside the mask (4-connected) joins
+    it. Morphological reconstruction by repeated one-pixel dilation: at most H x W / 2
+    steps, a few dozen on a thumbnail."""
+    free = ~mask
+    outside = np.zeros_like(mask)
+    outside[[0, -1]] = free[[0, -1]]
+    outside[:, [0, -1]] |= free[:, [0, -1]]
+    while True:
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= free
+        if np.array_equal(grown, outside):
+            return ~outside
+        outside = grown
 
 
 def _even_lighting(gray: Image.Image) -> Image.Image:
@@ -439,7 +501,7 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
     small, _ = thumbnail
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
     side = max(small.size)
-    ink = _ink_mask(small, light_paper=light_paper)
+    ink = _ink_mask(small, light_paper=light_paper, darkest=_darkest_ink(gray, light_paper=light_paper))
     kernel = max(_odd(LIGHTING_KERNEL * side), _odd(STROKE_MARGIN * _stroke_width(ink) + 2))
     while True:
         if kernel > MAX_LIGHTING_KERNEL * side:
@@ -494,37 +556,50 @@ def _odd(size: float) -> int:
     return 2 * round(size / 2) + 1
 
 
-def _ink_mask(small: Image.Image, *, light_paper: bool) -> np.ndarray:
+def _ink_mask(small: Image.Image, *, light_paper: bool, darkest: float) -> np.ndarray:
     """The surely-ink pixels of a thumbnail (`L`), boolean (H, W): those that reflect less
-    than `INK_RATIO` of the brightest paper within `LOCAL_PAPER` of them (bright chalk on a
-    dark board is inverted first). A shadow dims paper and ink alike, so it is not ink; a
+    than `INK_RATIO` (more for light inks: `INK_SPAN`, `LIGHT_INK`) of the brightest paper
+    within `LOCAL_PAPER` of them (bright chalk on a dark board is inverted first). A shadow dims paper and ink alike, so it is not ink; a
     3x3 median drops specks. `_stroke_width` of it is the width of the image's strokes."""
     pixels = _pixels(small) if light_paper else 255 - _pixels(small)
     paper = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
-    ink = pixels < INK_RATIO * paper.astype(np.float32)
+    paper = np.maximum(paper.astype(np.float32), 1.0)
+    # Light ink (orange, yellow, a grey pencil) reflects more than INK_RATIO: the threshold
+    # rises with the darkest ink of the image at full size, up to LIGHT_INK.
+    ratio = min(LIGHT_INK, max(INK_RATIO, darkest + INK_SPAN * (1.0 - darkest)))
+    ink = pixels < ratio * paper
     # The median only removes: filling a loop's small hole would make paper ink.
     return ink & (_pixels(_gray_image(ink.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 127)
+
+
+def _darkest_ink(gray: Image.Image, *, light_paper: bool) -> float:
+    """Reflectance (0-1) of the darkest ink of an `L` image relative to its paper: the
+    0.1th percentile of its gray levels over the 90th (inverted for a dark board)."""
+    histogram = np.bincount(_pixels(gray).ravel(), minlength=256)
+    if not light_paper:
+        histogram = histogram[::-1]
+    return _quantile(histogram, 0.001) / max(1, _quantile(histogram, 0.9))
 
 
 def _takes_ink_for_paper(small: Image.Image, paper: np.ndarray, ink: np.ndarray, *, light_paper: bool) -> bool:
     """Whether a lighting estimate would erase strokes: more than `LOST_INK` of the inner
     pixels of the surely-ink (`_ink_mask`, less its one-pixel rim) of the thumbnail keep less
-    than `KEPT_CONTRAST` against the estimated paper (uint8 (H, W), the thumbnail's size).
-    A stroke wider than the estimate's kernel is taken for paper inside it, and correcting
-    would leave only its outline; strokes two pixels wide or less have no inside and are
-    left to the kernel's width."""
+    than `KEPT_CONTRAST` of their contrast against the paper near them (the brightest within
+    `LOCAL_PAPER`) when it is taken against the estimate (`paper`, uint8 (H, W), the
+    thumbnail's size). A stroke wider than the estimate's kernel is taken for paper inside
+    it, and correcting would leave only its outline; strokes two pixels wide or less have no
+    inside and are left to the kernel's width."""
     inner = np.zeros_like(ink)
     inner[1:-1, 1:-1] = ink[1:-1, 1:-1] & ink[:-2, 1:-1] & ink[2:, 1:-1] & ink[1:-1, :-2] & ink[1:-1, 2:]
     if not inner.any():
         return False
-    ink = inner
-    pixels = _pixels(small).astype(np.float32)[ink]
-    behind = paper.astype(np.float32)[ink]
-    if light_paper:
-        contrast = (behind - pixels) / np.maximum(behind, 1.0)
-    else:
-        contrast = (pixels - behind) / np.maximum(255.0 - behind, 1.0)
-    return float((contrast < KEPT_CONTRAST).mean()) > LOST_INK
+    pixels = _pixels(small) if light_paper else 255 - _pixels(small)
+    near = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
+    estimate = (paper if light_paper else 255 - paper).astype(np.float32)[inner]
+    values = pixels.astype(np.float32)[inner]
+    against_near = 1.0 - values / np.maximum(near.astype(np.float32)[inner], 1.0)
+    against_estimate = 1.0 - values / np.maximum(estimate, 1.0)
+    return float((against_estimate < KEPT_CONTRAST * against_near).mean()) > LOST_INK
 
 
 def _without_strokes(small: Image.Image, kernel: int, *, dark: bool) -> Image.Image:
@@ -747,10 +822,34 @@ def _paste_centred(patch: Image.Image, side: int, *, centre_of_mass: bool) -> np
     return frame
 
 
+def _contrast(pixels: np.ndarray) -> int:
+    """Gray levels between the border's median of uint8 (H, W) pixels and the farther of
+    their 0.5th and 99.5th percentiles: how far the ink stands from the paper."""
+    histogram = np.bincount(pixels.ravel(), minlength=256)
+    paper = _border_median(pixels)
+    return max(paper - _quantile(histogram, 0.005), _quantile(histogram, 0.995) - paper)
+
+
+def _ink_gray(image: Image.Image) -> Image.Image:
+    """An upload as an `L` image of at most `WORKING_SIZE` pixels on its longer side, in
+    which its ink stands out most: the luminance, or for coloured ink on paper of another
+    colour (blue ink on blue-grey paper, red on pink) the colour channel in which the ink
+    stands `COLOUR_CONTRAST` times farther from the paper."""
+    if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;16"):
+        return _reduce(_to_8bit(image, "L"), WORKING_SIZE)
+    rgb = _reduce(_to_8bit(image, "RGB"), WORKING_SIZE)
+    gray = rgb.convert("L")
+    best, best_contrast = gray, COLOUR_CONTRAST * _contrast(_pixels(gray))
+    for channel in rgb.split():
+        if (contrast := _contrast(_pixels(channel))) > best_contrast:
+            best, best_contrast = channel, contrast
+    return best
+
+
 def preprocess_mnist(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np.ndarray:
     """The MNIST procedure; returns float32 (28, 28, 1) in [0, 1], white ink on black."""
     blank = np.zeros((*size, 1), dtype=np.float32)
-    ink = _ink(_even_lighting(_paper(_reduce(_to_8bit(image, "L"), WORKING_SIZE))))
+    ink = _ink(_even_lighting(_paper(_ink_gray(image))))
     if ink is None:
         return blank
     ink = _without_rules(ink)
