@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = ("auto", "none") if args.none else ("auto",)
     with open_client(args.url, args.models_dir) as client:
         results = {
-            mode: evaluate(client, images, model=args.model, preprocess=mode, version=args.version)
-            for mode in modes
+            mode: evaluate(client, images, model=args.model, preprocess=mode, version=args.version) for mode in modes
         }
     label = f"{args.model} v{args.version}" if args.version else args.model
     shown = images.relative_to(ROOT) if images.is_relative_to(ROOT) else images

@@ -7,9 +7,11 @@ the model's test-set accuracy on that subset.
 
 - Fashion-MNIST: `upscaled_jpeg` (4x bicubic, quality 90, light object on black as in the
   dataset), `product_shot` (the garment dark on a white background, as photographed, 4x,
-  JPEG), `cutout_png` (the garment on a transparent background, RGBA PNG).
+  JPEG), `padded_shot` (that shot padded to 4:3 with white in a grey border),
+  `cutout_png` (the garment on a transparent background, RGBA PNG).
 - CIFAR-10: `upscaled_jpeg` (128 px, quality 90), `photo_jpeg` (256x192, the frame wider
-  than the subject, quality 85), `rgba_png` (64 px with an alpha channel).
+  than the subject, quality 85), `rgba_png` (64 px with an alpha channel),
+  `low_quality_jpeg` (224 px, quality 30), `letterboxed` (180 px in a black 240x180 frame).
 
     .venv/bin/python benchmarks/uploads.py --dataset fashion_mnist --model fashion_mnist/custom2
     .venv/bin/python benchmarks/uploads.py --dataset cifar10 --model cifar10/custom2
@@ -49,6 +51,7 @@ def _gray(pixels: np.ndarray, scale: int) -> Image.Image:
 FASHION_VARIANTS: dict[str, Variant] = {
     "upscaled_jpeg": lambda x: _save(_gray(x, 4), "JPEG", quality=90),
     "product_shot": lambda x: _save(_gray(255 - x, 4).convert("RGB"), "JPEG", quality=90),
+    "padded_shot": lambda x: _save(_padded(_gray(255 - x, 4).convert("RGB")), "JPEG", quality=90),
     "cutout_png": lambda x: _save(
         Image.merge(
             "RGBA",
@@ -57,6 +60,23 @@ FASHION_VARIANTS: dict[str, Variant] = {
         "PNG",
     ),
 }
+
+
+def _padded(image: Image.Image) -> Image.Image:
+    """A product shot padded to 4:3 with white, in a 6 px light grey border, as shops show them."""
+    width = image.height * 4 // 3
+    canvas = Image.new("RGB", (width, image.height), (255, 255, 255))
+    canvas.paste(image, ((width - image.width) // 2, 0))
+    framed = Image.new("RGB", (width + 12, image.height + 12), (200, 200, 200))
+    framed.paste(canvas, (6, 6))
+    return framed
+
+
+def _letterboxed(x: np.ndarray) -> Image.Image:
+    """The 32x32 image enlarged to 180 px in a black 4:3 frame (240x180), as a video still."""
+    frame = Image.new("RGB", (240, 180))
+    frame.paste(Image.fromarray(x).resize((180, 180), Image.Resampling.BICUBIC), (30, 0))
+    return frame
 
 
 def _photo(x: np.ndarray) -> Image.Image:
@@ -73,6 +93,10 @@ CIFAR_VARIANTS: dict[str, Variant] = {
     ),
     "photo_jpeg": lambda x: _save(_photo(x), "JPEG", quality=85),
     "rgba_png": lambda x: _save(Image.fromarray(x).resize((64, 64), Image.Resampling.BICUBIC).convert("RGBA"), "PNG"),
+    "low_quality_jpeg": lambda x: _save(
+        Image.fromarray(x).resize((224, 224), Image.Resampling.BICUBIC), "JPEG", quality=30
+    ),
+    "letterboxed": lambda x: _save(_letterboxed(x), "JPEG", quality=85),
 }
 
 

@@ -15,9 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelstore.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
-__all__ = ["ClassMetrics", "EnsembleMember", "ModelMetadata", "SplitMetrics", "public_command"]
+__all__ = ["ClassMetrics", "EnsembleMember", "ModelMetadata", "Sharpen", "SplitMetrics", "public_command"]
 
 Preprocessing = Literal["mnist", "fashion_mnist", "cifar10", "resize"]
+
+
+class Sharpen(BaseModel):
+    """An unsharp mask applied to an upload after it is shrunk to the model's input size
+    (Pillow's `ImageFilter.UnsharpMask`, threshold 0): a setting chosen for one model on
+    validation images re-saved as uploads, applied to that model alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    radius: float = Field(gt=0.0, le=10.0, description="Gaussian radius, pixels of the model's input")
+    percent: int = Field(gt=0, le=500, description="strength, percent")
 
 
 class SplitMetrics(BaseModel):
@@ -80,6 +91,11 @@ class ModelMetadata(BaseModel):
     input_name: str = Field(INPUT_NAME, description="the signature's input: float32 (N, H, W, C)")
     output_name: str = Field(OUTPUT_NAME, description="the signature's output: float32 (N, classes) probabilities")
     preprocessing: Preprocessing = Field(description="how an uploaded image becomes the input (app/inference)")
+    sharpen: Sharpen | None = Field(
+        None,
+        description="unsharp mask after an upload is shrunk (`fashion_mnist` and `cifar10` preprocessing), "
+        "chosen for this model; none when absent",
+    )
     test_time_augmentation: Literal["flip_average", "translate_average"] | None = Field(
         None,
         description="`flip_average`: the SavedModel answers the mean over the image and its mirror image; "

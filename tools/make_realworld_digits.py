@@ -72,11 +72,11 @@ def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float) -
 STROKES: dict[int, list[list[Point]]] = {
     0: [_arc(0.5, 0.5, 0.3, 0.45, -100, 265)],
     1: [[(0.36, 0.2), (0.52, 0.05), (0.5, 0.95)]],
-    2: [_arc(0.5, 0.3, 0.3, 0.24, -160, 30) + [(0.18, 0.94), (0.86, 0.94)]],
+    2: [[*_arc(0.5, 0.3, 0.3, 0.24, -160, 30), (0.18, 0.94), (0.86, 0.94)]],
     3: [_arc(0.5, 0.28, 0.28, 0.22, -160, 90) + _arc(0.5, 0.7, 0.3, 0.22, -90, 160)],
     4: [[(0.6, 0.05), (0.15, 0.65), (0.85, 0.65)], [(0.66, 0.3), (0.66, 0.95)]],
-    5: [[(0.8, 0.06), (0.32, 0.06), (0.29, 0.46)] + _arc(0.48, 0.66, 0.3, 0.26, -130, 150)],
-    6: [[(0.72, 0.05), (0.45, 0.2), (0.3, 0.45), (0.27, 0.68)] + _arc(0.5, 0.7, 0.23, 0.22, 180, 540)],
+    5: [[(0.8, 0.06), (0.32, 0.06), (0.29, 0.46), *_arc(0.48, 0.66, 0.3, 0.26, -130, 150)]],
+    6: [[(0.72, 0.05), (0.45, 0.2), (0.3, 0.45), (0.27, 0.68), *_arc(0.5, 0.7, 0.23, 0.22, 180, 540)]],
     7: [[(0.15, 0.08), (0.85, 0.08), (0.4, 0.95)]],
     8: [_arc(0.5, 0.27, 0.2, 0.2, 90, 450), _arc(0.5, 0.72, 0.25, 0.23, -90, 270)],
     9: [_arc(0.5, 0.3, 0.24, 0.22, 0, 360), [(0.74, 0.3), (0.7, 0.95)]],
@@ -227,14 +227,20 @@ def make_upscaled(src: Sources, rng: random.Random, label: int) -> tuple[Image.I
     ink = src.any_digit(label, 4 * small)
     ink = ink.resize((max(1, ink.width // 4), max(1, ink.height // 4)), Image.Resampling.BOX)
     factor = rng.randint(6, 20)
-    resample = rng.choice([Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS])
+    resample = rng.choice(
+        [Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS]
+    )
     ink = ink.resize((ink.width * factor, ink.height * factor), resample)
     frame = (ink.width + rng.randint(20, 120), ink.height + rng.randint(20, 120))
     if rng.random() < 0.5:
         image = on_dark(rng, ink, frame)
     else:
         canvas = Image.new("L", frame, rng.randint(225, 255))
-        canvas.paste(Image.new("L", ink.size, rng.randint(0, 40)), ((frame[0] - ink.width) // 2, (frame[1] - ink.height) // 2), ink)
+        canvas.paste(
+            Image.new("L", ink.size, rng.randint(0, 40)),
+            ((frame[0] - ink.width) // 2, (frame[1] - ink.height) // 2),
+            ink,
+        )
         image = canvas
     return image, "png"
 
@@ -247,7 +253,11 @@ def make_font(src: Sources, rng: random.Random, label: int) -> tuple[Image.Image
         canvas = Image.new("RGBA", (ink.width + 40, ink.height + 40), (0, 0, 0, 0))
         canvas.paste(Image.new("RGBA", ink.size, (*ink_colour(rng), 255)), (20, 20), ink)
         return canvas, "png"
-    frame = (rng.randint(600, 1000), rng.randint(500, 800)) if style < 0.25 else (ink.width + rng.randint(10, 200), ink.height + rng.randint(10, 160))
+    frame = (
+        (rng.randint(600, 1000), rng.randint(500, 800))
+        if style < 0.25
+        else (ink.width + rng.randint(10, 200), ink.height + rng.randint(10, 160))
+    )
     image = on_paper(rng, ink, frame, ink_colour(rng))
     if rng.random() < 0.4:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
@@ -269,7 +279,11 @@ def make_colour(src: Sources, rng: random.Random, label: int) -> tuple[Image.Ima
     colour = rng.choice([(200, 30, 30), (30, 140, 50), (120, 40, 150), (230, 120, 20), (30, 80, 220)])
     frame = (ink.width + rng.randint(20, 160), ink.height + rng.randint(20, 160))
     canvas = paper(rng, frame, tint=rng.random() < 0.5)
-    canvas.paste(Image.new("RGB", ink.size, colour), (rng.randint(0, frame[0] - ink.width), rng.randint(0, frame[1] - ink.height)), ink)
+    canvas.paste(
+        Image.new("RGB", ink.size, colour),
+        (rng.randint(0, frame[0] - ink.width), rng.randint(0, frame[1] - ink.height)),
+        ink,
+    )
     return canvas, "png" if rng.random() < 0.25 else "jpg"
 
 
@@ -286,7 +300,11 @@ def make_squared(src: Sources, rng: random.Random, label: int) -> tuple[Image.Im
     if rng.random() < 0.6:  # squared, else ruled
         canvas[:, (np.arange(frame[0]) + offset) % pitch < thickness] = line
     image = Image.fromarray(canvas)
-    image.paste(Image.new("RGB", ink.size, ink_colour(rng)), (rng.randint(0, frame[0] - ink.width), rng.randint(0, frame[1] - ink.height)), ink)
+    image.paste(
+        Image.new("RGB", ink.size, ink_colour(rng)),
+        (rng.randint(0, frame[0] - ink.width), rng.randint(0, frame[1] - ink.height)),
+        ink,
+    )
     if rng.random() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
     return image, "jpg"
@@ -299,9 +317,17 @@ def make_shadow(src: Sources, rng: random.Random, label: int) -> tuple[Image.Ima
     pixels = np.asarray(on_paper(rng, ink, frame, ink_colour(rng)), dtype=np.float32)
     rows, columns = np.mgrid[0 : frame[1], 0 : frame[0]]
     angle = rng.uniform(0, 2 * math.pi)
-    edge = (columns - rng.uniform(0.2, 0.8) * frame[0]) * math.cos(angle) + (rows - rng.uniform(0.2, 0.8) * frame[1]) * math.sin(angle)
+    edge = (columns - rng.uniform(0.2, 0.8) * frame[0]) * math.cos(angle) + (
+        rows - rng.uniform(0.2, 0.8) * frame[1]
+    ) * math.sin(angle)
     shade = np.where(edge > 0, rng.uniform(0.5, 0.8), 1.0).astype(np.float32)
-    shade = np.asarray(Image.fromarray((shade * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(3, 20))), dtype=np.float32) / 255
+    shade = (
+        np.asarray(
+            Image.fromarray((shade * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(3, 20))),
+            dtype=np.float32,
+        )
+        / 255
+    )
     centre = ((columns / frame[0] - 0.5) ** 2 + (rows / frame[1] - 0.5) ** 2).astype(np.float32)
     vignette = 1.0 - rng.uniform(0.05, 0.3) * centre
     noise = np.random.default_rng(rng.randint(0, 2**31)).normal(0, 5, pixels.shape).astype(np.float32)

@@ -362,12 +362,14 @@ class ServedModel:
         """
         if not isinstance(item, EncodedImage):
             return item
+        sharpen = self.metadata.sharpen if method == self.preprocessing else None
         prepare, small = image_preparation(
             item.file_bytes(),
             method=method,
             shape=self.input_shape,
             max_pixels=self.limits.max_image_pixels,
             inline_pixels=self.limits.inline_preprocess_pixels,
+            sharpen=(sharpen.radius, sharpen.percent) if sharpen else None,
         )
         if not small:
             return await anyio.to_thread.run_sync(prepare, limiter=self.limiter)

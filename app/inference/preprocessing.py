@@ -191,16 +191,12 @@ GARMENT_LEVEL = 20
 
 Above JPEG noise and the faint halo that enlarging an image leaves around the object."""
 
-FASHION_SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=40, threshold=0)
-"""Fashion-MNIST's construction sharpened each product after shrinking it to 28 px (a
-Gaussian of radius 1); without it a shrunk upload is softer than the dataset's images.
-40% was the best of 0-120% on the 10,000 test images re-saved as uploads
-(`benchmarks/uploads.py`)."""
+FRAME_DEPTH = 0.15
+"""Deepest frame cut off a product shot (`_without_frame`), as a fraction of its shorter side."""
 
-CIFAR_SHARPEN = ImageFilter.UnsharpMask(radius=0.7, percent=50, threshold=0)
-"""A photo shrunk to CIFAR-10's 32 px is softer than the dataset's images. The best of radius
-0.5 and 0.7 px x 0-75% for airbench networks on validation images re-saved as uploads
-(`benchmarks/sharpen_sweep.py`; the figures are in docs/models.md)."""
+FRAME_TOLERANCE = 12
+"""Gray levels (of 255) by which the pixels of a frame's ring, or of the background inside
+it, may differ from their median: JPEG noise around a flat colour."""
 
 COLOUR_CONTRAST = 1.5
 """A colour channel replaces the luminance for digits when the ink stands this many times
@@ -559,8 +555,11 @@ def _odd(size: float) -> int:
 def _ink_mask(small: Image.Image, *, light_paper: bool, darkest: float) -> np.ndarray:
     """The surely-ink pixels of a thumbnail (`L`), boolean (H, W): those that reflect less
     than `INK_RATIO` (more for light inks: `INK_SPAN`, `LIGHT_INK`) of the brightest paper
-    within `LOCAL_PAPER` of them (bright chalk on a dark board is inverted first). A shadow dims paper and ink alike, so it is not ink; a
-    3x3 median drops specks. `_stroke_width` of it is the width of the image's strokes."""
+    within `LOCAL_PAPER` of them (bright chalk on a dark board is inverted first). `darkest`
+    is the reflectance of the image's darkest ink relative to its paper (`_darkest_ink`),
+    measured at full size: thin dark strokes look light in a thumbnail. A shadow dims paper
+    and ink alike, so it is not ink; a 3x3 median drops specks. `_stroke_width` of the mask
+    is the width of the image's strokes."""
     pixels = _pixels(small) if light_paper else 255 - _pixels(small)
     paper = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
     paper = np.maximum(paper.astype(np.float32), 1.0)
@@ -861,15 +860,45 @@ def preprocess_mnist(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np
     return _paste_centred(digit, size[0], centre_of_mass=True)[..., np.newaxis]
 
 
-def preprocess_fashion(image: Image.Image, size: tuple[int, int] = (28, 28)) -> np.ndarray:
+def _without_frame(gray: Image.Image) -> Image.Image:
+    """An `L` image without the frame a shop or a gallery draws around a picture: outer rings
+    of one gray level (within `FRAME_TOLERANCE`) up to `FRAME_DEPTH` of the shorter side,
+    cut off when the ring inside them is mostly of another level (the picture's own
+    background, which the object may touch). A background that reaches the edge with no
+    frame is left as it is."""
+    pixels = _pixels(gray).astype(np.int16)
+    height, width = pixels.shape
+    depth = int(FRAME_DEPTH * min(height, width))
+
+    def ring(k: int) -> np.ndarray:
+        return np.concatenate([pixels[k, k : width - k], pixels[height - 1 - k, k : width - k],
+                               pixels[k : height - k, k], pixels[k : height - k, width - 1 - k]])  # fmt: skip
+
+    outer = ring(0)
+    level = int(np.median(outer))
+    if np.abs(outer - level).max() > FRAME_TOLERANCE:
+        return gray
+    for k in range(1, depth + 1):
+        inner = ring(k)
+        if np.abs(inner - level).max() <= FRAME_TOLERANCE:
+            continue
+        if abs(int(np.median(inner)) - level) > 2 * FRAME_TOLERANCE:
+            return gray.crop((k, k, width - k, height - k))
+        return gray
+    return gray
+
+
+def preprocess_fashion(
+    image: Image.Image, size: tuple[int, int] = (28, 28), *, sharpen: ImageFilter.Filter | None = None
+) -> np.ndarray:
     """Fashion-MNIST style; returns float32 (28, 28, 1) in [0, 1], light object on black.
 
     Fashion-MNIST products fill the frame: the object's longer side is scaled to 28 px,
-    and sharpened (`FASHION_SHARPEN`) when that shrinks it, as the dataset's construction
+    and sharpened with `sharpen` (the model's `Sharpen`) when that shrinks it, as the dataset's construction
     did. Unlike digits, the object's own shading is kept: the background level is
     subtracted and the rest scaled, without ink thresholding.
     """
-    gray, background = _light_on_dark(_reduce(_to_8bit(image, "L"), WORKING_SIZE), corners_only=True)
+    gray, background = _light_on_dark(_without_frame(_reduce(_to_8bit(image, "L"), WORKING_SIZE)), corners_only=True)
     pixels = np.take(_level_table(background), _pixels(gray))
     gray = _gray_image(pixels)
     rows, columns = np.nonzero(pixels > GARMENT_LEVEL)
@@ -878,13 +907,13 @@ def preprocess_fashion(image: Image.Image, size: tuple[int, int] = (28, 28)) -> 
     crop = gray.crop((int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1))
     factor = size[0] / max(crop.size)
     fitted = _resize(crop, (max(1, round(crop.width * factor)), max(1, round(crop.height * factor))))
-    if factor < 1:
-        fitted = fitted.filter(FASHION_SHARPEN)
+    if factor < 1 and sharpen is not None:
+        fitted = fitted.filter(sharpen)
     return _paste_centred(fitted, size[0], centre_of_mass=False)[..., np.newaxis]
 
 
 def preprocess_cifar(
-    image: Image.Image, size: tuple[int, int] = (32, 32), *, sharpen: ImageFilter.Filter | None = CIFAR_SHARPEN
+    image: Image.Image, size: tuple[int, int] = (32, 32), *, sharpen: ImageFilter.Filter | None = None
 ) -> np.ndarray:
     """CIFAR-10 style; returns float32 (32, 32, 3) in [0, 1]: the central region of the
     model's aspect ratio resized to 32 px (shorter side to 32, centre crop), sharpened with
@@ -922,13 +951,17 @@ def preprocess_resize(image: Image.Image, shape: tuple[int, int, int]) -> np.nda
     return array[..., np.newaxis] if channels == 1 else array
 
 
-def preprocess(image: Image.Image, method: str, shape: tuple[int, int, int]) -> np.ndarray:
+def preprocess(
+    image: Image.Image, method: str, shape: tuple[int, int, int], *, sharpen: tuple[float, int] | None = None
+) -> np.ndarray:
     """Turn a decoded image into one model input.
 
     Args:
         image: Any Pillow image (mode, size and colour are all handled).
         method: One of `METHODS`.
         shape: The model's input shape (height, width, channels) in pixels.
+        sharpen: The model's unsharp mask after a shrink, (radius in pixels, percent), for
+            `fashion_mnist` and `cifar10`; None for none (`modelstore.metadata.Sharpen`).
 
     Returns:
         float32 array of `shape`, values in [0, 1].
@@ -937,18 +970,26 @@ def preprocess(image: Image.Image, method: str, shape: tuple[int, int, int]) -> 
         ValueError: Unknown method.
     """
     height, width, channels = shape
+    mask = ImageFilter.UnsharpMask(radius=sharpen[0], percent=sharpen[1], threshold=0) if sharpen else None
     if method == "mnist" and channels == 1:
         return preprocess_mnist(image, (height, width))
     if method == "fashion_mnist" and channels == 1:
-        return preprocess_fashion(image, (height, width))
+        return preprocess_fashion(image, (height, width), sharpen=mask)
     if method == "cifar10" and channels == 3:
-        return preprocess_cifar(image, (height, width))
+        return preprocess_cifar(image, (height, width), sharpen=mask)
     if method in METHODS:
         return preprocess_resize(image, shape)
     raise ValueError(f"unknown preprocessing {method!r}; choose from {METHODS}")
 
 
-def prepare_image(data: bytes, *, method: str, shape: tuple[int, int, int], max_pixels: int) -> np.ndarray:
+def prepare_image(
+    data: bytes,
+    *,
+    method: str,
+    shape: tuple[int, int, int],
+    max_pixels: int,
+    sharpen: tuple[float, int] | None = None,
+) -> np.ndarray:
     """Decode upload bytes and preprocess them: `decode_image` then `preprocess`.
 
     Returns:
@@ -958,13 +999,15 @@ def prepare_image(data: bytes, *, method: str, shape: tuple[int, int, int], max_
         UnsupportedImage: Not a decodable image (415).
         PayloadTooLarge: More than `max_pixels` pixels (413).
     """
-    return _prepare_opened(open_image(data, max_pixels=max_pixels), method, shape)
+    return _prepare_opened(open_image(data, max_pixels=max_pixels), method, shape, sharpen)
 
 
-def _prepare_opened(opened: Image.Image, method: str, shape: tuple[int, int, int]) -> np.ndarray:
+def _prepare_opened(
+    opened: Image.Image, method: str, shape: tuple[int, int, int], sharpen: tuple[float, int] | None = None
+) -> np.ndarray:
     image = load_image(opened)
     try:
-        return preprocess(image, method, shape)
+        return preprocess(image, method, shape, sharpen=sharpen)
     except (OSError, ValueError) as error:
         raise UnsupportedImage(f"the image could not be converted ({error})") from error
 
@@ -976,6 +1019,7 @@ def image_preparation(
     shape: tuple[int, int, int],
     max_pixels: int,
     inline_pixels: int,
+    sharpen: tuple[float, int] | None = None,
 ) -> tuple[Callable[[], np.ndarray], bool]:
     """The blocking function that decodes and preprocesses an upload (`prepare_image`), and
     whether the upload is small.
@@ -996,8 +1040,8 @@ def image_preparation(
     if len(data) <= INLINE_HEADER_BYTES:
         opened = open_image(data, max_pixels=max_pixels)
         if opened.width * opened.height <= inline_pixels:
-            return partial(_prepare_opened, opened, method, shape), True
-    return partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels), False
+            return partial(_prepare_opened, opened, method, shape, sharpen), True
+    return partial(prepare_image, data, method=method, shape=shape, max_pixels=max_pixels, sharpen=sharpen), False
 
 
 def encode_model_input(model_input: np.ndarray) -> bytes:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from app.errors import PayloadTooLarge, UnsupportedImage
 from app.inference.preprocessing import decode_image, prepare_image, preprocess
@@ -228,3 +228,74 @@ def test_declared_bomb_is_refused_before_decoding() -> None:
 def test_undecodable_data_is_refused(data: bytes) -> None:
     with pytest.raises(UnsupportedImage):
         decode_image(data, max_pixels=10**6)
+
+
+def _bar_digit(side: int, stroke: int) -> Image.Image:
+    """A "7" of two strokes `stroke` px thick, white on black, filling a `side` px square."""
+    drawing = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(drawing)
+    draw.line([(0, stroke // 2), (side - 1, stroke // 2)], fill=255, width=stroke)
+    draw.line([(side - stroke // 2, 0), (side // 3, side - 1)], fill=255, width=stroke)
+    return drawing
+
+
+def test_a_thick_stroke_filling_the_frame_keeps_its_inside() -> None:
+    """A bold, blurry digit cropped tight (an upscaled low-resolution scan): strokes a sixth
+    of the width that touch the edges must not be taken for background, leaving outlines."""
+    bold = _bar_digit(200, 34).filter(ImageFilter.GaussianBlur(4))
+    dim = Image.eval(bold, lambda level: 20 + level * 200 // 255)  # a scan: not quite black and white
+    result = preprocess(dim, "mnist", (28, 28, 1))[..., 0]
+    reference = preprocess(bold.resize((28, 28), Image.Resampling.BOX), "mnist", (28, 28, 1))[..., 0]
+    inside = reference > 0.8
+    assert inside.sum() > 20
+    assert result[inside].mean() > 0.7, "the inside of the strokes was erased"
+
+
+def test_a_thin_pen_line_in_a_phone_photo_is_kept() -> None:
+    """A ballpoint digit (3 px) in a 3000 x 2250 phone photo, saved as JPEG, under a lamp's
+    falloff: the line must survive the reduced-scale decoding and the lighting correction."""
+    line = Image.new("L", (3000, 2250), 0)
+    ImageDraw.Draw(line).line([(1100, 700), (1900, 700), (1400, 1600)], fill=255, width=3)
+    strength = np.asarray(line, np.float32) / 255
+    falloff = np.linspace(250, 140, 3000, dtype=np.float32)[None, :]
+    photo = decode_image(
+        encode(Image.fromarray((falloff * (1 - 0.85 * strength)).astype(np.uint8)), "JPEG", quality=85),
+        max_pixels=10**8,
+    )
+    plain = Image.fromarray((245 * (1 - 0.85 * strength)).astype(np.uint8))
+    result = preprocess(photo, "mnist", (28, 28, 1))
+    assert result.max() > 0.9
+    assert np.abs(result - preprocess(plain, "mnist", (28, 28, 1))).mean() < 0.03
+
+
+def test_a_marker_digit_on_squared_paper_keeps_its_inside() -> None:
+    """A bold marker digit photographed close on squared paper under uneven light: the
+    grid is not ink and the marker's wide strokes are not paper."""
+    ink = np.asarray(_bar_digit(520, 90).filter(ImageFilter.GaussianBlur(2)), np.float32) / 255
+    paper = np.full((640, 640), 235, np.float32)
+    paper[np.arange(640) % 40 < 2] = 190
+    paper[:, np.arange(640) % 40 < 2] = 190
+    light = np.linspace(1.0, 0.6, 640, dtype=np.float32)[None, :]
+    page = paper.copy()
+    page[60:580, 60:580] *= 1 - 0.9 * ink
+    photo = Image.fromarray((page * light).astype(np.uint8))
+    result = preprocess(photo, "mnist", (28, 28, 1))[..., 0]
+    reference = preprocess(Image.fromarray((ink * 255).astype(np.uint8)), "mnist", (28, 28, 1))[..., 0]
+    inside = reference > 0.8
+    assert result[inside].mean() > 0.7, "the inside of the marker strokes was erased"
+    assert np.abs(result - reference).mean() < 0.08
+
+
+def test_a_phone_photo_with_a_shadow_beside_the_digit_reads_like_one_without() -> None:
+    """A phone's shadow over half the page, its edge slanted, the digit in the light: the
+    lit part is not a sheet on a desk, and the shadow is not ink."""
+    even = digit_on_paper(_mnist_digit(), scale=12, margin=200)  # 736 px
+    pixels = np.asarray(even, dtype=np.float32)
+    rows, columns = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+    shade = np.where(columns + 0.6 * rows > 780, 0.6, 1.0).astype(np.float32)
+    shade = np.asarray(Image.fromarray((shade * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(6)), np.float32)
+    digit_area = (rows > 200) & (rows < 536) & (columns > 200) & (columns < 536)
+    shade[digit_area] = 255  # the digit itself in the light
+    shaded = Image.fromarray((pixels * (shade[..., None] / 255.0)).astype(np.uint8))
+    original = preprocess(even, "mnist", (28, 28, 1))
+    assert np.abs(preprocess(shaded, "mnist", (28, 28, 1)) - original).mean() < 0.03
