@@ -2,7 +2,7 @@
 # The inference service with the shipped models baked in.
 #   docker build -t classifier .                                # CPU
 #   docker build --build-arg EXTRAS=gpu -t classifier:gpu .     # TensorFlow with CUDA libraries
-#   docker run -p 8000:8000 -e UVICORN_WORKERS=2 classifier
+#   docker run -p 8000:8000 -e WORKERS=2 classifier       # classifier-serve --help: every option
 # (podman: `podman build --format docker ...` keeps the HEALTHCHECK; scripts/container-test.sh)
 
 # Build stage: a virtual environment with the locked dependencies and the project.
@@ -34,14 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     MODELS_DIR=/srv/models_store \
-    UVICORN_HOST=0.0.0.0 \
-    UVICORN_PORT=8000 \
-    UVICORN_WORKERS=1 \
-    UVICORN_HTTP=app.protocol:HeadLimitsProtocol \
-    UVICORN_LIMIT_CONCURRENCY=1024 \
-    UVICORN_TIMEOUT_KEEP_ALIVE=5 \
-    UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=30 \
-    UVICORN_ACCESS_LOG=false
+    HOST=0.0.0.0 \
+    PORT=8000
 
 RUN useradd --create-home --uid 10001 app
 COPY --from=build /opt/venv /opt/venv
@@ -51,8 +45,9 @@ COPY models_store ./models_store
 USER 10001
 EXPOSE 8000
 
-# Readiness on the port the container was given (UVICORN_PORT), not a fixed one.
+# Readiness on the port the container was given (PORT), not a fixed one.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('UVICORN_PORT', '8000'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=2)"]
 
-CMD ["uvicorn", "app.main:app"]
+# The same program as scripts/serve.sh, with the same settings (HOST, PORT, WORKERS, ...).
+CMD ["classifier-serve"]

@@ -8,6 +8,7 @@ is defined here and listed in the README's configuration table.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,21 @@ from app.inference.body import BodyLimits
 from app.inference.inputs import InputLimits
 
 __all__ = ["BatchingSettings", "Settings"]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its CPU affinity, bounded by a cgroup v2 CPU quota (a
+    container's `--cpus`, a Kubernetes CPU limit; rounded up: 1.5 CPUs are 2). Every thread
+    pool and the number of workers are sized from it, never from `os.cpu_count()`, which
+    counts the whole machine."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2, or not Linux
+        pass
+    return max(1, cpus)
 
 
 class BatchingSettings(BaseModel):
@@ -96,15 +112,17 @@ class Settings(BaseSettings):
         20.0, ge=0.0, description="on SIGTERM: readiness fails at once, requests in flight get this long to finish"
     )
     preprocess_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 2, ge=1, description="worker threads that decode and preprocess"
+        default_factory=lambda: usable_cpus(),
+        ge=1,
+        description="worker threads that decode and preprocess; default the usable CPUs (`usable_cpus`)",
     )
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
     warmup: bool = Field(True, description="run every batch-size bucket once at load")
     intra_op_threads: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
+        default_factory=lambda: max(1, usable_cpus() - 1),
         ge=0,
-        description="TensorFlow threads per op; one core is left to the event loop",
+        description="TensorFlow threads per op; default the usable CPUs less one, left to the event loop",
     )
     inter_op_threads: int = Field(2, ge=0)
     fpmath_mode: Literal["strict", "bf16"] = Field(
@@ -126,9 +144,10 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated origins allowed to call the API from a browser"
     )
     version_policy: str = Field(
-        "all",
+        "latest:1",
         pattern=r"^(all|latest:[1-9][0-9]*|specific:[0-9]+(,[0-9]+)*)$",
-        description="versions of a model that serve",
+        description="versions of a model that serve, as TF Serving's: the newest by default, `all`, `latest:N` or "
+        "`specific:1,3`; versions a label of `labels.json` names serve too",
     )
     model_version_policy: dict[str, str] = Field(
         default_factory=dict, description='per model, e.g. {"mnist/custom2": "latest:1"}'

@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import errors, fast_path, logs, metrics, middleware
-from app.config import Settings
+from app.config import Settings, usable_cpus
 from app.routers import admin, health, models, operations, page, predict, tf_serving, v2
 from app.security import KeyRing
 
@@ -59,6 +59,13 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             import tensorflow as tf
 
         metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
+        logger.info(
+            "threads: %d usable CPU(s), intra_op_threads=%d inter_op_threads=%d preprocess_threads=%d",
+            usable_cpus(),
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            settings.preprocess_threads,
+        )
         registry = ModelRegistry(settings)
         keys = KeyRing(settings.prediction_keys(), settings.admin_api_keys)
         if keys.enabled:

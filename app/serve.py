@@ -18,15 +18,16 @@ as TorchServe starts one worker per core, but no more than half the free memory 
 each worker holding every model of the store. Several workers get, unless set,
 `INTRA_OP_THREADS` of their share of the CPUs and an empty `PROMETHEUS_MULTIPROC_DIR` for
 their metrics, which the parent removes at exit. Options default to the environment
-(`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`); `LOG_FORMAT=json` makes uvicorn's own
-lines JSON, as the app's. `scripts/serve.sh` runs this after setting up the environment.
+(`HOST`, `PORT`, `WORKERS`, `LIMIT_CONCURRENCY`, `KEEP_ALIVE_SECONDS`,
+`GRACEFUL_SHUTDOWN_SECONDS`: `classifier-serve --help`); `LOG_FORMAT=json` makes uvicorn's
+own lines JSON, as the app's. The same program runs everywhere: `scripts/serve.sh` after
+setting up the environment, the container image's CMD, and the Kubernetes Deployment.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shutil
 import socket
@@ -38,13 +39,14 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from app.config import usable_cpus
 from app.protocol import HeadLimitsProtocol
 from modelstore.layout import version_folders
 
-__all__ = ["ReusePortSocket", "auto_workers", "main", "usable_cpus", "worker_memory_bytes"]
+__all__ = ["ReusePortSocket", "auto_workers", "main", "parser", "usable_cpus", "worker_memory_bytes"]
 
 APP = "app.main:app"
-JSON_LOG_CONFIG = "app/log_config.json"
+JSON_LOG_CONFIG = str(Path(__file__).with_name("log_config.json"))
 
 WORKER_BASE_BYTES = 512 * 2**20
 """Memory of a worker before its models, bytes: the part of TensorFlow's runtime that is its
@@ -79,19 +81,6 @@ class ReusePortSocket(socket.socket):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _listening_socket, (self.family, self.getsockname())
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its CPU affinity, bounded by a cgroup v2 CPU quota (a
-    container's `--cpus`, a Kubernetes CPU limit; rounded up: 1.5 CPUs are 2)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):  # no cgroup v2, or not Linux
-        pass
-    return max(1, cpus)
 
 
 def available_memory_bytes() -> int | None:
@@ -159,8 +148,8 @@ def _config(args: argparse.Namespace) -> uvicorn.Config:
     """uvicorn's configuration for the service: connections past `limit_concurrency` get
     503 from uvicorn itself, counted once they have sent a request head, which must arrive
     within `HEADER_TIMEOUT_SECONDS` and fit in `MAX_HEADER_BYTES` (`app.protocol`); idle
-    keep-alive connections close after 5 s; on SIGTERM the app drains (`DRAIN_SECONDS`) and
-    uvicorn then gives what is left 30 s."""
+    keep-alive connections close after `keep_alive` s; on SIGTERM the app drains
+    (`DRAIN_SECONDS`) and uvicorn then gives what is left `graceful_shutdown` s."""
     return uvicorn.Config(
         APP,
         http=HeadLimitsProtocol,
@@ -168,24 +157,84 @@ def _config(args: argparse.Namespace) -> uvicorn.Config:
         port=args.port,
         workers=args.workers,
         limit_concurrency=args.limit_concurrency,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=30,
+        timeout_keep_alive=args.keep_alive,
+        timeout_graceful_shutdown=args.graceful_shutdown,
         access_log=False,  # the app writes its own access line
         # The app's lines follow LOG_FORMAT (app.config); uvicorn's own follow it here.
         log_config=JSON_LOG_CONFIG if os.environ.get("LOG_FORMAT") == "json" else uvicorn.config.LOGGING_CONFIG,
     )
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of `classifier-serve` / `python -m app.serve`. Every option defaults to
+    an environment variable of the same name in capitals, so the image, the Kubernetes
+    ConfigMap and `scripts/serve.sh` set the same names; the app's own settings (`MODELS_DIR`,
+    `API_KEYS`, ...: `app.config.Settings`, README's table) are read by every worker."""
+    env = os.environ.get
+    command = argparse.ArgumentParser(
+        prog="classifier-serve",
+        description="Serve the image classifiers of MODELS_DIR over HTTP (FastAPI under uvicorn). The app's "
+        "settings (MODELS_DIR, API_KEYS, MAX_UPLOAD_BYTES, ...) come from the environment: README, Configuration.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    command.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (HOST)")
+    command.add_argument("--port", type=int, default=int(env("PORT", "8000")), help="TCP port (PORT)")
+    command.add_argument(
+        "--workers",
+        type=_workers,
+        default=env("WORKERS", "auto"),
+        help="worker processes (WORKERS): a number, or auto = one per usable CPU (affinity and cgroup quota), "
+        "as many as half the available memory holds at about 512 MiB + 3 x the store's SavedModels each",
+    )
+    command.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=int(env("LIMIT_CONCURRENCY", "1024")),
+        metavar="CONNECTIONS",
+        help="connections with a request head a worker holds before it answers 503 (LIMIT_CONCURRENCY)",
+    )
+    command.add_argument(
+        "--keep-alive",
+        type=float,
+        default=float(env("KEEP_ALIVE_SECONDS", "5")),
+        metavar="SECONDS",
+        help="seconds an idle keep-alive connection stays open (KEEP_ALIVE_SECONDS)",
+    )
+    command.add_argument(
+        "--graceful-shutdown",
+        type=float,
+        default=float(env("GRACEFUL_SHUTDOWN_SECONDS", "30")),
+        metavar="SECONDS",
+        help="seconds uvicorn gives open connections after the app's drain on SIGTERM (GRACEFUL_SHUTDOWN_SECONDS)",
+    )
+    return command
+
+
+def _metrics_folder(workers: int) -> str | None:
+    """Make the folder in which workers add up their metrics (prometheus-client's
+    multiprocess mode), which must exist and be empty when they start.
+
+    `PROMETHEUS_MULTIPROC_DIR` names it (a Kubernetes `emptyDir` under a read-only root):
+    it is made if missing and emptied. Unset with several workers, a temporary folder is
+    made and returned, for the caller to remove at exit; None otherwise.
+    """
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        folder = Path(named)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return None
+    if workers == 1:
+        return None
+    made = tempfile.mkdtemp(prefix="classifier-metrics.")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the options and serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument(
-        "--workers", type=_workers, default=os.environ.get("WORKERS", "auto"), help="a number, or auto (default)"
-    )
-    parser.add_argument("--limit-concurrency", type=int, default=int(os.environ.get("LIMIT_CONCURRENCY", "1024")))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     cpus = usable_cpus()
     auto = args.workers == "auto"
     if auto:
@@ -203,33 +252,34 @@ def main(argv: list[str] | None = None) -> None:
             f"{worker_bytes // 2**20:,}",
             models_dir,
         )
-    if args.workers == 1:
-        uvicorn.Server(config).run()
-        return
-    # The workers inherit this process's environment. Each gets its share of the cores for
-    # TensorFlow's own threads, not all of them but one (a single worker's default).
-    os.environ.setdefault("INTRA_OP_THREADS", str(max(1, cpus // args.workers)))
-    # They add up their metrics in one folder (prometheus-client's multiprocess mode), which
-    # must be empty when they start.
-    metrics_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        metrics_dir = tempfile.mkdtemp(prefix="classifier-metrics.")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    if sys.platform == "linux":  # elsewhere SO_REUSEPORT does not spread connections
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        address = _listening_socket(family, (args.host, args.port))
-        logger.info(
-            "Uvicorn running on http://%s:%d, %d workers with a socket each (SO_REUSEPORT)",
-            args.host,
-            address.getsockname()[1],
-            args.workers,
-        )
-    else:
-        address = config.bind_socket()
+    # The workers inherit this process's environment. Each gets its share of the usable CPUs
+    # for TensorFlow's threads and the preparation pool (one worker: app.config's defaults,
+    # from the same count).
+    if args.workers > 1:
+        share = max(1, cpus // args.workers)
+        os.environ.setdefault("INTRA_OP_THREADS", str(share))
+        os.environ.setdefault("PREPROCESS_THREADS", str(share))
+    metrics_dir = _metrics_folder(args.workers)
     try:
-        Multiprocess(config, sockets=[address]).run()
+        if args.workers == 1:
+            uvicorn.Server(config).run()
+            return
+        if sys.platform == "linux":  # elsewhere SO_REUSEPORT does not spread connections
+            family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+            address = _listening_socket(family, (args.host, args.port))
+            logger.info(
+                "Uvicorn running on http://%s:%d, %d workers with a socket each (SO_REUSEPORT)",
+                args.host,
+                address.getsockname()[1],
+                args.workers,
+            )
+        else:
+            address = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[address]).run()
+        finally:
+            address.close()
     finally:
-        address.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

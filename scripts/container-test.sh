@@ -27,7 +27,7 @@ echo "built $IMAGE in $(( $(date +%s) - started )) s"
 cleanup() { "$ENGINE" rm -f "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 started=$(date +%s.%N)
-"$ENGINE" run -d --name "$NAME" --network host -e UVICORN_PORT="$PORT" "$IMAGE" >/dev/null
+"$ENGINE" run -d --name "$NAME" --network host -e PORT="$PORT" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; then break; fi
   sleep 0.5
@@ -66,3 +66,57 @@ if [ "$ENGINE" = podman ]; then
 fi
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
 echo "container test passed: user $user, ready in ${ready} s on port $PORT, image $(python3 -c "print(f'{$size / 2**30:.2f} GiB')")"
+
+# The Kubernetes manifests as written, in a pod runtime: `podman kube play` of deploy/k8s's
+# ConfigMap and Deployment (read-only root, runAsUser, the /tmp emptyDir, envFrom) on this
+# image, the Secret created as a podman secret (podman 4.3 misreads kind: Secret). What
+# podman cannot do here is changed in the played copy only: host network (no port list,
+# numeric probe ports), one replica, this image's name, a free port. Service, HPA and PDB
+# are not run (kubernetes-validate checks them: tests/service/test_manifests.py).
+if [ "$ENGINE" = podman ]; then
+  KUBE_PORT="${KUBE_PORT:-8766}"
+  played=$(mktemp -d)
+  trap 'cleanup; podman kube down "$played/pod.yaml" >/dev/null 2>&1 || true; podman secret rm classifier-keys >/dev/null 2>&1 || true; rm -rf "$played"' EXIT
+  .venv/bin/python - "$played/pod.yaml" "$IMAGE" "$KUBE_PORT" <<'PY'
+import sys
+import yaml
+out, image, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = yaml.safe_load(open("deploy/k8s/configmap.yaml"))
+config["data"]["PORT"] = str(port)
+deployment = yaml.safe_load(open("deploy/k8s/deployment.yaml"))
+deployment["spec"]["replicas"] = 1
+pod = deployment["spec"]["template"]["spec"]
+pod["hostNetwork"] = True
+(container,) = pod["containers"]
+container["image"] = image
+container.pop("ports")
+for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    container[probe]["httpGet"]["port"] = port
+yaml.safe_dump_all([config, deployment], open(out, "w"), sort_keys=False)
+PY
+  key="kube-test-key-$$"
+  printf '{"API_KEYS":"%s","ADMIN_API_KEYS":"%s"}' "$(printf '%s' "$key" | base64)" "$(printf 'admin-%s' "$key" | base64)" > "$played/secret.json"
+  podman secret rm classifier-keys >/dev/null 2>&1 || true
+  podman secret create classifier-keys "$played/secret.json" >/dev/null
+  started=$(date +%s.%N)
+  podman kube play --network host "$played/pod.yaml" >/dev/null
+  for _ in $(seq 1 120); do
+    if curl -sf "http://127.0.0.1:$KUBE_PORT/readyz" >/dev/null; then break; fi
+    sleep 0.5
+  done
+  pod_container=$(podman ps -a --format '{{.Names}} {{.Pod}}' | awk '$2 != "" && $1 !~ /-infra$/ {print $1; exit}')
+  curl -sf "http://127.0.0.1:$KUBE_PORT/readyz" >/dev/null \
+    || { podman logs "$pod_container" 2>&1 | tail -30; echo "the Kubernetes pod is not ready"; exit 1; }
+  kube_ready=$(python3 -c "print(f'{$(date +%s.%N) - $started:.1f}')")
+  restarts=$(podman inspect --format '{{.RestartCount}}' "$pod_container")
+  [ "$restarts" = 0 ] || { podman logs "$pod_container" 2>&1 | tail -30; echo "the pod restarted $restarts times"; exit 1; }
+  status=$(curl -s -o /dev/null -w '%{http_code}' -F image=@tests/data/7.png "http://127.0.0.1:$KUBE_PORT/predict?model=custom2")
+  [ "$status" = 401 ] || { echo "a prediction without the Secret's key answered $status, not 401"; exit 1; }
+  answer=$(curl -sf -H "X-API-Key: $key" -F image=@tests/data/7.png "http://127.0.0.1:$KUBE_PORT/predict?model=custom2")
+  python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert body['class_index'] == 7, body" "$answer"
+  curl -sf "http://127.0.0.1:$KUBE_PORT/metrics" | grep -q '^http_requests_total' || { echo "/metrics is missing"; exit 1; }
+  grace=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('deploy/k8s/deployment.yaml'))['spec']['template']['spec']['terminationGracePeriodSeconds'])")
+  stopping=$(date +%s)
+  timeout "$grace" podman kube down "$played/pod.yaml" >/dev/null || { echo "the pod did not stop within its grace period ($grace s)"; exit 1; }
+  echo "Kubernetes manifests passed in podman kube play: ready in ${kube_ready} s, no restart, 401 without a key, 7 with the Secret's key, /metrics, stopped in $(( $(date +%s) - stopping )) s (grace ${grace} s)"
+fi

@@ -102,11 +102,14 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def client(tiny_store: Path) -> Iterator[TestClient]:
-    """The real app over the tiny store, lifespan run once for the whole session."""
+    """The real app over the tiny store, lifespan run once for the whole session; every
+    version serves (`VERSION_POLICY=all`), for the tests of versions and protocols that
+    name them."""
     from app.config import Settings
     from app.main import create_app
 
-    with TestClient(create_app(Settings(models_dir=tiny_store)), raise_server_exceptions=False) as test_client:
+    settings = Settings(models_dir=tiny_store, version_policy="all")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -172,8 +175,9 @@ def serve(
 
 @pytest.fixture(scope="session")
 def live_server(tiny_store: Path) -> Iterator[str]:
-    """A server process over the tiny store, for real clients; yields host:port."""
-    with serve(tiny_store) as (url, _):
+    """A server process over the tiny store, every version serving, for real clients;
+    yields host:port."""
+    with serve(tiny_store, VERSION_POLICY="all") as (url, _):
         yield url
 
 

@@ -125,10 +125,13 @@ class ModelRegistry:
         by_model: dict[tuple[str, str], dict[int, Path]] = {}
         for dataset, arch, version, folder in version_folders(self.settings.models_dir):
             by_model.setdefault((dataset, arch), {})[version] = folder
+        self._read_labels()
         wanted = {}
         for (dataset, arch), folders in by_model.items():
             policy = self.settings.version_policy_for(f"{dataset}/{arch}")
-            for version in select_versions(list(folders), policy):
+            # As TF Serving: versions a label names serve whatever the policy.
+            labelled = set(self._labels.get((dataset, arch), {}).values()) & set(folders)
+            for version in sorted(set(select_versions(list(folders), policy)) | labelled):
                 if (dataset, arch, version) not in self._disabled:
                     wanted[(dataset, arch, version)] = folders[version]
         return wanted
@@ -312,8 +315,11 @@ class ModelRegistry:
         try:
             return versions[int(version)]
         except KeyError:
+            policy = self.settings.version_policy_for(f"{dataset}/{arch}")
             raise ModelNotFound(
-                f"model {dataset}/{arch} has no version {version}; versions: {sorted(versions)}"
+                f"model {dataset}/{arch} has no version {version} loaded; versions: {sorted(versions)} "
+                f"(version policy {policy!r} and the labels of labels.json; VERSION_POLICY=all serves every "
+                "version in the store)"
             ) from None
 
 

@@ -25,11 +25,11 @@ def test_dockerfile_essentials() -> None:
     assert "FROM python:3.11-slim" in text
     assert "USER 10001" in text
     healthcheck = text[text.index("HEALTHCHECK") :]
-    assert "/readyz" in healthcheck and "UVICORN_PORT" in healthcheck  # readiness, on the container's port
+    assert "/readyz" in healthcheck and "'PORT'" in healthcheck  # readiness, on the container's port
     assert "COPY models_store" in text
     assert "AS build" in text and "COPY --from=build /opt/venv" in text  # multi-stage
     assert "--require-hashes" in text
-    assert 'CMD ["uvicorn", "app.main:app"]' in text
+    assert 'CMD ["classifier-serve"]' in text  # the program scripts/serve.sh runs
     assert "ARG EXTRAS" in text
     assert (PROJECT_ROOT / "requirements.lock").is_file()
 

@@ -56,7 +56,7 @@ def test_deployment_agrees_with_the_app_and_the_image(file: str) -> None:
     (container,) = pod["containers"]
     paths = route_paths()
     port = container["ports"][0]
-    assert port["containerPort"] == 8000 and "UVICORN_PORT=8000" in (PROJECT_ROOT / "Dockerfile").read_text()
+    assert port["containerPort"] == 8000 and "PORT=8000" in (PROJECT_ROOT / "Dockerfile").read_text()
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" in paths
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" in paths
@@ -66,7 +66,7 @@ def test_deployment_agrees_with_the_app_and_the_image(file: str) -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # writable scratch and metrics
     config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    drain = float(config["DRAIN_SECONDS"]) + float(config["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
+    drain = float(config["DRAIN_SECONDS"]) + float(config["GRACEFUL_SHUTDOWN_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain
     memory = container["resources"]["requests"]["memory"]
     assert int(re.match(r"(\d+)Mi", memory).group(1)) >= 1200  # a worker with every model: ~1.1 GiB
@@ -74,11 +74,58 @@ def test_deployment_agrees_with_the_app_and_the_image(file: str) -> None:
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
-def test_configmap_holds_only_known_settings() -> None:
+SYSTEM_VARIABLES = {
+    "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL", "PROMETHEUS_MULTIPROC_DIR",
+    "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",
+}  # fmt: skip
+"""Variables read by Python, pip, TensorFlow or prometheus-client themselves, not by our settings."""
+
+
+def known_settings() -> set[str]:
+    """Every environment variable the service reads: the app's `Settings` and the serve
+    command's options (each option's help names its variable)."""
+    from app.serve import parser
+
+    options = set(re.findall(r"\(([A-Z_]+)\)", parser().format_help()))
+    return {name.upper() for name in Settings.model_fields} | options | SYSTEM_VARIABLES
+
+
+def named_settings() -> dict[str, set[str]]:
+    """The environment variables each deployment file sets or documents: the Dockerfile's
+    ENV and `-e`, the ConfigMap and Secret keys, README's and docs/deployment.md's `-e NAME=`,
+    and the first column of README's configuration table."""
+    found: dict[str, set[str]] = {}
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    env_block = re.findall(r"^ENV (.*?)(?:\n\n|\Z)", dockerfile, flags=re.MULTILINE | re.DOTALL)
+    found["Dockerfile"] = set(re.findall(r"([A-Z][A-Z0-9_]+)=", " ".join(env_block))) | set(
+        re.findall(r"-e ([A-Z][A-Z0-9_]+)=", dockerfile)
+    )
+    found["configmap.yaml"] = set(yaml.safe_load((K8S / "configmap.yaml").read_text())["data"])
+    found["secret.yaml"] = set(yaml.safe_load((K8S / "secret.yaml").read_text())["stringData"])
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    found["README.md"] = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.MULTILINE)) | set(
+        re.findall(r"-e ([A-Z][A-Z0-9_]+)=", readme)
+    )
+    for path in (PROJECT_ROOT / "docs" / "deployment.md", PROJECT_ROOT / "scripts" / "container-test.sh"):
+        found[path.name] = set(re.findall(r"-e ([A-Z][A-Z0-9_]+)=", path.read_text()))
+    return found
+
+
+def test_every_setting_named_in_readme_deploy_and_the_dockerfile_is_read() -> None:
+    known = known_settings()
+    named = named_settings()
+    assert named["Dockerfile"] >= {"HOST", "PORT", "MODELS_DIR"} and len(named["README.md"]) > 20
+    unknown = {file: sorted(names - known) for file, names in named.items() if names - known}
+    assert not unknown, f"settings the service does not read: {unknown}"
+
+
+def test_a_misspelt_setting_would_be_caught() -> None:
+    assert "UVICORN_WORKERS" not in known_settings()
+    assert {"WORKERS", "PORT", "GRACEFUL_SHUTDOWN_SECONDS", "MAX_UPLOAD_BYTES"} <= known_settings()
+
+
+def test_configmap_values_are_valid_settings() -> None:
     config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
-    known = {name.upper() for name in Settings.model_fields}
-    for key in config:
-        assert key in known or key.startswith(("UVICORN_", "PROMETHEUS_")), key
     Settings(**{key.lower(): value for key, value in config.items() if key.lower() in Settings.model_fields
                 and key != "MODELS_DIR"})  # fmt: skip
 

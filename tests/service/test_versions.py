@@ -114,10 +114,33 @@ def test_a_version_policy_limits_what_serves(tiny_store: Path) -> None:
         assert tiny["versions"] == [1]
 
 
+def test_by_default_the_newest_version_and_labelled_ones_serve(tiny_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    with TestClient(create_app(Settings(models_dir=store, model_poll_seconds=0))) as client:
+        tiny = next(item for item in client.get("/models").json()["models"] if item["model"] == "mnist/tiny")
+        assert tiny["versions"] == [2]
+        response = client.post("/predict?model=tiny&version=1", files=upload(SEVEN))
+        assert response.status_code == 404
+        message = response.json()["error"]["message"]
+        assert "latest:1" in message and "VERSION_POLICY" in message
+    (store / "mnist" / "tiny" / "labels.json").write_text('{"stable": 1}')
+    with TestClient(create_app(Settings(models_dir=store, model_poll_seconds=0))) as client:
+        tiny = next(item for item in client.get("/models").json()["models"] if item["model"] == "mnist/tiny")
+        assert tiny["versions"] == [1, 2]
+        assert client.post("/predict?model=tiny&version=stable", files=upload(SEVEN)).json()["version"] == 1
+
+
 def test_management_needs_the_admin_key(tiny_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)
-    settings = Settings(models_dir=store, api_keys=["user-key"], admin_api_keys=["admin-secret"], model_poll_seconds=0)
+    settings = Settings(
+        models_dir=store,
+        api_keys=["user-key"],
+        admin_api_keys=["admin-secret"],
+        model_poll_seconds=0,
+        version_policy="all",
+    )
     with TestClient(create_app(settings)) as client:
         assert client.post("/admin/reload").status_code == 401
         assert client.post("/admin/reload", headers={"X-API-Key": "user-key"}).status_code == 403
