@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.inference.body import BodyLimits
+from app.inference.body import JSON_STRUCTURE_VALUES, BodyLimits
 from app.inference.inputs import InputLimits
 
 __all__ = ["BatchingSettings", "Settings"]
@@ -223,4 +223,5 @@ class Settings(BaseSettings):
             max_json_depth=self.max_json_depth,
             max_form_fields=self.max_form_fields,
             max_files=self.max_images_per_request,
+            max_json_values=self.max_tensor_elements + JSON_STRUCTURE_VALUES,
         )

@@ -105,6 +105,12 @@ class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
 
 
+class Conflict(ServiceError):
+    """The request cannot be carried out in the server's present state (a read-only store)."""
+
+    status, code = 409, "conflict"
+
+
 class RequestTimeout(ServiceError):
     """The request body did not arrive within the read timeout."""
 

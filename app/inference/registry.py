@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from app import metrics
-from app.errors import ModelNotFound
+from app.errors import Conflict, ModelNotFound
 from app.inference.model import Admission, ModelLoadError, ServedModel
 from modelstore import version_folders
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["FailedVersion", "ModelRegistry", "RefreshReport", "VersionKey", "select_versions"]
+
+UNLOADED_FILE = "unloaded.json"
+"""`<store>/<dataset>/<arch>/unloaded.json`: `[1, 3]`, versions in the store that do not serve
+(`/admin/.../unload`). Kept in the store, so every worker's poll and every restart read it."""
 
 LABELS_FILE = "labels.json"
 """`<store>/<dataset>/<arch>/labels.json`: `{"stable": 1, "canary": 2}`, version labels of a model."""
@@ -126,6 +130,7 @@ class ModelRegistry:
         for dataset, arch, version, folder in version_folders(self.settings.models_dir):
             by_model.setdefault((dataset, arch), {})[version] = folder
         self._read_labels()
+        self._disabled = self._read_unloaded()
         wanted = {}
         for (dataset, arch), folders in by_model.items():
             policy = self.settings.version_policy_for(f"{dataset}/{arch}")
@@ -135,6 +140,19 @@ class ModelRegistry:
                 if (dataset, arch, version) not in self._disabled:
                     wanted[(dataset, arch, version)] = folders[version]
         return wanted
+
+    def _read_unloaded(self) -> set[VersionKey]:
+        """The versions the store's `unloaded.json` files keep from serving."""
+        unloaded: set[VersionKey] = set()
+        for path in self.settings.models_dir.glob(f"*/*/{UNLOADED_FILE}"):
+            try:
+                versions = json.loads(path.read_text())
+                if not isinstance(versions, list):
+                    raise ValueError("not a list")
+                unloaded |= {(path.parent.parent.name, path.parent.name, int(version)) for version in versions}
+            except (OSError, ValueError, TypeError) as error:
+                logger.error("ignored %s: %s", path.relative_to(self.settings.models_dir), error)
+        return unloaded
 
     def _read_labels(self) -> None:
         labels: dict[tuple[str, str], dict[str, int]] = {}
@@ -227,14 +245,34 @@ class ModelRegistry:
     async def set_enabled(self, dataset: str, arch: str, version: int, *, enabled: bool) -> RefreshReport:
         """Unload a version that is in the store (until it is loaded again), or load it back.
 
+        The choice is written to the model's `unloaded.json` in the store (`UNLOADED_FILE`),
+        then this worker refreshes at once; the other workers follow at their next poll
+        (`MODEL_POLL_SECONDS`) and a restart keeps it.
+
         Raises:
             ModelNotFound: The store has no such version (404).
+            Conflict: The store is read-only, as in the container image under a read-only
+                root filesystem (409): change the store where it is built instead.
         """
         key = (dataset, arch, version)
         folders = {(d, a, v) for d, a, v, _ in version_folders(self.settings.models_dir)}
         if key not in folders:
             raise ModelNotFound(f"the store has no {dataset}/{arch} v{version}")
-        (self._disabled.discard if enabled else self._disabled.add)(key)
+        path = self.settings.models_dir / dataset / arch / UNLOADED_FILE
+        unloaded = {v for d, a, v in self._read_unloaded() if (d, a) == (dataset, arch)}
+        unloaded = unloaded - {version} if enabled else unloaded | {version}
+        try:
+            if unloaded:
+                staged = path.with_suffix(".json.tmp")
+                staged.write_text(json.dumps(sorted(unloaded)) + "\n")
+                staged.replace(path)  # atomic: a poll reads the old list or the new one
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise Conflict(
+                f"the model store cannot be written ({error.strerror}); unloading is kept in "
+                f"{dataset}/{arch}/{UNLOADED_FILE} of the store, which is read-only here"
+            ) from error
         return await self.refresh()
 
     def not_ready_reason(self) -> str | None:

@@ -17,7 +17,8 @@ router = APIRouter(
     tags=["admin"],
     dependencies=[Depends(require_admin_key)],
     responses={**ERROR_RESPONSES, 401: ERROR_RESPONSES[400] | {"description": "no key, or an unknown one"},
-               403: ERROR_RESPONSES[400] | {"description": "not an admin key, or management disabled"}},
+               403: ERROR_RESPONSES[400] | {"description": "not an admin key, or management disabled"},
+               409: ERROR_RESPONSES[400] | {"description": "the model store cannot be written (read-only)"}},
 )  # fmt: skip
 
 DatasetPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
@@ -45,7 +46,8 @@ async def reload(registry: RegistryDep) -> StoreChanges:
 
 @router.post("/models/{dataset}/{arch}/versions/{version}/unload", response_model=StoreChanges, summary="Unload")
 async def unload(registry: RegistryDep, dataset: DatasetPath, arch: ArchPath, version: VersionPath) -> StoreChanges:
-    """Stop serving a version that is in the store (it drains, then is unloaded) until it is loaded again."""
+    """Stop serving a version that is in the store (it drains, then is unloaded) until it is loaded again;
+    kept in the store's `unloaded.json`, so every worker (at its next poll) and a restart follow it."""
     return _changes(await registry.set_enabled(dataset, arch, version, enabled=False))
 
 

@@ -303,3 +303,24 @@ def test_multipart_split_anywhere_reads_the_same(client: TestClient) -> None:
 
     # The same images; a model call on a batch of another size may differ in the last bits.
     assert probabilities(split) == pytest.approx(probabilities(whole), abs=1e-6)
+
+
+@pytest.mark.parametrize("path", ["/v1/models/tiny:predict", "/v2/models/mnist-tiny/infer"])
+def test_a_json_body_of_a_million_numbers_is_refused_before_it_is_parsed(client: TestClient, path: str) -> None:
+    """About 7 MB of numbers, under MAX_UPLOAD_BYTES: counted, not parsed (a parse holds the
+    GIL, and so every other request, for about 0.3 s)."""
+    numbers = "[" + ",".join(["0.5"] * 1_000_000) + "]"
+    if path.startswith("/v1"):
+        body = '{"instances": ' + numbers + "}"
+    else:
+        body = '{"inputs": [{"name": "images", "shape": [1000000], "datatype": "FP32", "data": ' + numbers + "}]}"
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    error = response.json()["error"]  # both protocols answer {"error": "<message>"}
+    assert re.search(r"about 1,000,00\d values", error if isinstance(error, str) else error["message"])
+
+
+def test_a_json_body_within_the_tensor_limit_is_parsed(client: TestClient) -> None:
+    image = [[[0.0]] * 28] * 28
+    response = client.post("/v1/models/tiny:predict", json={"instances": [image] * 8})
+    assert response.status_code == 200

@@ -174,3 +174,42 @@ def test_tf_serving_labels_route(tiny_store: Path, tmp_path: Path) -> None:
         assert metadata["versions"] == ["2"]
         tiny = next(item for item in client.get("/models").json()["models"] if item["model"] == "mnist/tiny")
         assert tiny["labels"] == {"canary": 2, "stable": 1}
+
+
+def test_unloading_reaches_every_worker_and_survives_a_restart(tiny_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    env = {"VERSION_POLICY": "all", "ADMIN_API_KEYS": "admin-secret", "MODEL_POLL_SECONDS": "0.5"}
+
+    def versions_served(url: str) -> Counter[int]:
+        served: Counter[int] = Counter()
+        for _ in range(40):  # a new connection each time: SO_REUSEPORT spreads them over the workers
+            answer = httpx.post(f"http://{url}/predict", params={"model": "tiny"}, files=upload(SEVEN), timeout=30)
+            served[answer.json()["version"]] += 1
+        return served
+
+    with serve(store, "--workers", "2", launcher="app.serve", **env) as (url, _):
+        assert versions_served(url) == Counter({2: 40})
+        response = httpx.post(f"http://{url}/admin/models/mnist/tiny/versions/2/unload", headers=ADMIN, timeout=60)
+        assert response.status_code == 200
+        assert json.loads((store / "mnist" / "tiny" / "unloaded.json").read_text()) == [2]
+        time.sleep(3)  # every worker's poll
+        assert versions_served(url) == Counter({1: 40})
+    with serve(store, "--workers", "2", launcher="app.serve", **env) as (url, _):
+        assert versions_served(url) == Counter({1: 40})
+        assert httpx.post(f"http://{url}/admin/models/mnist/tiny/versions/2/load", headers=ADMIN, timeout=60).json()[
+            "loaded"
+        ] == ["mnist/tiny v2"]
+        assert not (store / "mnist" / "tiny" / "unloaded.json").exists()
+
+
+def test_unloading_in_a_store_that_cannot_be_written_is_refused_clearly(tiny_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    (store / "mnist" / "tiny" / "unloaded.json.tmp").mkdir()  # fails to be written even by root
+    settings = Settings(models_dir=store, admin_api_keys=["admin-secret"], model_poll_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/admin/models/mnist/tiny/versions/2/unload", headers=ADMIN)
+        assert response.status_code == 409
+        assert "cannot be written" in response.json()["error"]["message"]
+        assert client.post("/predict?model=tiny", files=upload(SEVEN)).json()["version"] == 2
