@@ -174,3 +174,27 @@ def test_auto_workers_by_default_share_metrics_and_cores(tiny_store: Path, tmp_p
         assert {environment["INTRA_OP_THREADS"] for environment in environments} == {
             str(max(1, usable_cpus() // expected))
         }
+
+
+def test_threads_follow_the_cpus_the_process_may_use(tiny_store: Path, tmp_path: Path) -> None:
+    """A server on one CPU (its affinity, as `--cpus 1` or a Kubernetes limit of 1 gives
+    through the cgroup quota) sizes every pool from that CPU, not from the machine's count,
+    and says so at start-up; a named, missing metrics folder is made (a Kubernetes emptyDir)."""
+    log = tmp_path / "server.log"
+    metrics = tmp_path / "metrics" / "nested"
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # the server process inherits it
+    try:
+        with serve(tiny_store, launcher="app.serve", stderr=str(log), PROMETHEUS_MULTIPROC_DIR=str(metrics)) as (
+            url,
+            process,
+        ):
+            assert httpx.post(f"http://{url}/predict?model=tiny", files=upload(DATA / "7.png"), timeout=30).is_success
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=90)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    text = log.read_text()
+    assert "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" in text
+    assert "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=2 preprocess_threads=1" in text
+    assert metrics.is_dir()
