@@ -7,7 +7,7 @@ a 64 px RGBA PNG), decoded as the service decodes them, preprocessed with
 `preprocess_cifar` and each unsharp mask of the grid, and classified by each SavedModel
 given (its `serving_default` signature, flip averaging included where it was exported).
 It prints each model's accuracy on the images as the dataset has them, then one line per
-setting; the service's `CIFAR_SHARPEN` is the setting with the best total.
+setting; the best total is what a model's `sharpen` in metadata.json records.
 
     .venv/bin/python benchmarks/sharpen_sweep.py models_store/cifar10/airbench/2 models_store/cifar10/airbench/3
 """
