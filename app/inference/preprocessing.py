@@ -198,6 +198,10 @@ FRAME_TOLERANCE = 12
 """Gray levels (of 255) by which the pixels of a frame's ring, or of the background inside
 it, may differ from their median: JPEG noise around a flat colour."""
 
+POLARITY_MARGIN = 3
+"""The lighting correction reads the paper as light or dark by its border; it takes the other
+reading when that one finds this many times less ink (ink is the thin minority)."""
+
 COLOUR_CONTRAST = 1.5
 """A colour channel replaces the luminance for digits when the ink stands this many times
 farther from the paper in it (`_ink_gray`): for black or grey ink every channel is alike."""
@@ -496,8 +500,13 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
         return gray
     small, _ = thumbnail
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
-    side = max(small.size)
     ink = _ink_mask(small, light_paper=light_paper, darkest=_darkest_ink(gray, light_paper=light_paper))
+    # Paper mostly in a shadow has a dark border, yet it is light paper: its ink is the
+    # thin minority, where reading it as a dark board would make the lit paper the "ink".
+    other = _ink_mask(small, light_paper=not light_paper, darkest=_darkest_ink(gray, light_paper=not light_paper))
+    if np.count_nonzero(other) * POLARITY_MARGIN < np.count_nonzero(ink):
+        light_paper, ink = not light_paper, other
+    side = max(small.size)
     kernel = max(_odd(LIGHTING_KERNEL * side), _odd(STROKE_MARGIN * _stroke_width(ink) + 2))
     while True:
         if kernel > MAX_LIGHTING_KERNEL * side:
