@@ -414,9 +414,9 @@ def _paper(gray: Image.Image) -> Image.Image:
         return gray
     # Paper is flat apart from its ink; the bright parts of a bold, blurry light digit on a
     # dark ground, which the opening may keep, are not.
-    levels = _pixels(small)[sheet & (_pixels(small) >= desk + PAPER_CONTRAST)]
-    low, high = np.percentile(levels, [10, 90])
-    if high - low > PAPER_FLATNESS or _ink_beside(small, _pixels(small) >= desk + PAPER_CONTRAST):
+    lit = _pixels(small) >= desk + PAPER_CONTRAST
+    low, high = np.percentile(_pixels(small)[sheet & lit], [10, 90])
+    if high - low > PAPER_FLATNESS or _ink_beside(small, lit):
         return gray
     # The sheet's extent: rows and columns at least half as bright-covered as the most; a
     # digit near the sheet's edge lowers its rows' cover, the desk leaves none.
@@ -500,10 +500,11 @@ def _even_lighting(gray: Image.Image) -> Image.Image:
         return gray
     small, _ = thumbnail
     light_paper = _border_median(_pixels(small)) > LIGHT_BACKGROUND
-    ink = _ink_mask(small, light_paper=light_paper, darkest=_darkest_ink(gray, light_paper=light_paper))
+    histogram = np.bincount(_pixels(gray).ravel(), minlength=256)
+    ink = _ink_mask(small, light_paper=light_paper, darkest=_darkest_ink(histogram, light_paper=light_paper))
     # Paper mostly in a shadow has a dark border, yet it is light paper: its ink is the
     # thin minority, where reading it as a dark board would make the lit paper the "ink".
-    other = _ink_mask(small, light_paper=not light_paper, darkest=_darkest_ink(gray, light_paper=not light_paper))
+    other = _ink_mask(small, light_paper=not light_paper, darkest=_darkest_ink(histogram, light_paper=not light_paper))
     if np.count_nonzero(other) * POLARITY_MARGIN < np.count_nonzero(ink):
         light_paper, ink = not light_paper, other
     side = max(small.size)
@@ -580,10 +581,10 @@ def _ink_mask(small: Image.Image, *, light_paper: bool, darkest: float) -> np.nd
     return ink & (_pixels(_gray_image(ink.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 127)
 
 
-def _darkest_ink(gray: Image.Image, *, light_paper: bool) -> float:
-    """Reflectance (0-1) of the darkest ink of an `L` image relative to its paper: the
-    0.1th percentile of its gray levels over the 90th (inverted for a dark board)."""
-    histogram = np.bincount(_pixels(gray).ravel(), minlength=256)
+def _darkest_ink(histogram: np.ndarray, *, light_paper: bool) -> float:
+    """Reflectance (0-1) of the darkest ink of an image relative to its paper, from the
+    256-bin histogram of its gray levels at full size: the 0.1th percentile over the 90th
+    (inverted for a dark board)."""
     if not light_paper:
         histogram = histogram[::-1]
     return _quantile(histogram, 0.001) / max(1, _quantile(histogram, 0.9))
