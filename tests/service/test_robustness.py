@@ -314,14 +314,31 @@ def test_required_models_decide_readiness(tiny_store: Path) -> None:
 
 
 async def _in_flight_then_sigterm(url: str, pid_signal: object) -> tuple[list[int], int]:
+    """Four uploads held half-sent (so they are in flight for as long as the test wants), then
+    SIGTERM, then `/readyz`, then the rest of each body: their statuses and readiness's."""
     photo = _photo(3000, 2000)
     async with httpx.AsyncClient(base_url=f"http://{url}", timeout=60) as client:
-        files = [("image", ("p.jpg", photo, "image/jpeg"))] * 24
-        work = [asyncio.create_task(client.post("/predict?model=cifar10/tiny", files=files)) for _ in range(4)]
+        built = client.build_request(
+            "POST", "/predict?model=cifar10/tiny", files=[("image", ("p.jpg", photo, "image/jpeg"))] * 8
+        )
+        body = built.read()
+        headers = {"content-type": built.headers["content-type"], "content-length": str(len(body))}
+        release = asyncio.Event()
+
+        async def held_body() -> AsyncIterator[bytes]:
+            yield body[: len(body) // 2]
+            await release.wait()
+            yield body[len(body) // 2 :]
+
+        work = [
+            asyncio.create_task(client.post("/predict?model=cifar10/tiny", content=held_body(), headers=headers))
+            for _ in range(4)
+        ]
         await asyncio.sleep(1.0)
         pid_signal()  # type: ignore[operator]
         await asyncio.sleep(0.2)
         ready = await client.get("/readyz")
+        release.set()
         answers = await asyncio.gather(*work)
     return [answer.status_code for answer in answers], ready.status_code
 
