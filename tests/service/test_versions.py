@@ -193,8 +193,10 @@ def test_unloading_reaches_every_worker_and_survives_a_restart(tiny_store: Path,
         response = httpx.post(f"http://{url}/admin/models/mnist/tiny/versions/2/unload", headers=ADMIN, timeout=60)
         assert response.status_code == 200
         assert json.loads((store / "mnist" / "tiny" / "unloaded.json").read_text()) == [2]
-        time.sleep(3)  # every worker's poll
-        assert versions_served(url) == Counter({1: 40})
+        deadline = time.monotonic() + 60  # every worker's next poll of the store
+        while (served := versions_served(url)) != Counter({1: 40}) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert served == Counter({1: 40})
     with serve(store, "--workers", "2", launcher="app.serve", **env) as (url, _):
         assert versions_served(url) == Counter({1: 40})
         assert httpx.post(f"http://{url}/admin/models/mnist/tiny/versions/2/load", headers=ADMIN, timeout=60).json()[
