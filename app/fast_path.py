@@ -4,7 +4,7 @@
 Under FastAPI it passes Starlette's exception middleware, the router (a match against every
 route), FastAPI's request handler (the route's dependencies solved anew, an exit stack, the
 exception wrappers) before the endpoint runs: about a fifth of the event loop's CPU time
-per request on a 28x28 upload (docs/performance.md, issue 17). This middleware, the
+per request on a 28x28 upload (docs/performance.md). This middleware, the
 innermost of the app's own (inside the request id, metrics and admission middlewares, so
 those still see every request), calls the same endpoint and the same API key check
 directly and answers failures with the same error handler, so the answers, headers,

@@ -1,13 +1,13 @@
 """uvicorn's HTTP protocol with limits on every request head: its time and its size.
 
-uvicorn 0.54 with httptools bounds neither. It arms no timer on a connection until it has
+uvicorn's httptools protocol bounds neither. It arms no timer on a connection until it has
 answered a first request, and counts every open connection toward `--limit-concurrency`,
 past which it answers 503 to every new request: 2,100 connections that sent their heads a
 byte at a time (a "slowloris"), from one client, had every prediction of every other
 client answered 503 against the two workers of `scripts/serve.sh` for as long as they
 stayed open. And it keeps whatever a head grows to: four connections streaming one endless
-header held the event loop parsing it, and `/healthz` waited 3-6 s (docs/operations.md,
-2026-12-06). `HeadLimitsProtocol`, the protocol of `scripts/serve.sh` and of the image:
+header held the event loop parsing it, and `/healthz` waited 3-6 s (docs/operations.md).
+`HeadLimitsProtocol`, the protocol of `scripts/serve.sh` and of the image:
 
 - answers 408 and closes a connection whose request head (request line and headers) is
   not complete `HEADER_TIMEOUT_SECONDS` after the connection opened, or after the first

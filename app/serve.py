@@ -55,8 +55,8 @@ own (the libraries' code is mapped from the same files and shared)."""
 SAVED_MODEL_MEMORY_FACTOR = 3
 """A loaded version takes about this many times its SavedModel's bytes on disk (graph,
 functions, variables, oneDNN's caches). The shipped store, 353 MiB of SavedModels: 1,331 MiB
-of a worker's own memory and 1,718 MiB resident (docs/performance.md, 2026-11-27); a store
-of mnist/custom2 and mnist/mlp, 4.3 MiB: 33 MiB (2026-12-05)."""
+of a worker's own memory and 1,718 MiB resident (docs/performance.md); a store
+of mnist/custom2 and mnist/mlp, 4.3 MiB: 33 MiB."""
 
 
 def _listening_socket(family: int, address: Any) -> socket.socket:
@@ -118,7 +118,7 @@ def auto_workers(cpus: int, available_bytes: int | None, worker_bytes: int) -> i
     at `worker_bytes` each, and at least one.
 
     One worker per core because a worker's Python runs on one core at a time (the GIL):
-    two workers on two cores answered far more than one (docs/performance.md, 2026-12-05).
+    two workers on two cores answered far more than one (docs/performance.md).
     Half the free memory, so that a laptop with many cores and the whole store keeps room
     for everything else.
 

@@ -1,8 +1,8 @@
 r"""CPU time per image of a network alone, one thread, by batch size: this service's SavedModel
 or the TorchServe peer's PyTorch copy of it.
 
-Issue 17 compares this service with TorchServe serving the same architectures in PyTorch
-(`../shared/peer-bench`). This splits a request's cost into the model and the rest: the
+The peer comparison (`../shared/peer-bench`) sets this service against TorchServe serving
+the same architectures in PyTorch. This splits a request's cost into the model and the rest: the
 store's `serving_default` signature as the service calls it (one intra-op thread, in this
 project's environment), or the peer's network (`torch.set_num_threads(1)`, as its handler
 sets it; in the peer's environment, with the peer's trained weights from `setup.sh`):

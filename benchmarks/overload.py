@@ -1,5 +1,5 @@
 """Overload benchmark: load well past saturation is shed at once, the accepted requests
-stay fast, memory stays flat (issue 12).
+stay fast, memory stays flat.
 
 1. Saturation: wrk at `--concurrency` connections (the level where custom2's throughput
    stops growing) measures the sustainable rate and its p99, on a server whose in-flight
@@ -14,9 +14,8 @@ stay fast, memory stays flat (issue 12).
 
 With `--workers N`, N uvicorn workers share the port and the bound: each admits
 `--concurrency / N` requests in flight in the overload phase. (Measuring saturation with
-that bound in place, as this script did before 2026-11-26 15:50 UTC, let the kernel's
-uneven spread of the 32 connections over the workers refuse up to half of them, and the
-fast 503s were counted in the sustainable rate.)
+that bound in place would let the kernel's uneven spread of the connections over the
+workers refuse some of them, and count the fast 503s in the sustainable rate.)
 
     .venv/bin/python benchmarks/overload.py [--model custom2] [--duration 30] [--workers 2]
 """

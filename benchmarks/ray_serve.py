@@ -5,7 +5,7 @@
 Each server serves a store holding only mnist/custom2 (a temporary folder linking to the
 shipped version), so start-up and memory compare like with like. Ray runs locally on the
 same 2 cores as wrk and the replicas, with one CPU reserved per replica. Prints one line
-per level and writes the results to benchmarks/results/ray_serve.json.
+per level and writes the results to runs/ray_serve.json.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--port", type=int, default=8311)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "ray_serve.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "ray_serve.json")
     args = parser.parse_args(argv)
     url = "/predict?model=custom2"
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores"}

@@ -1,4 +1,4 @@
-"""Soak: a mixed stream at c=32 for 10 minutes; no 5xx, flat memory, a steady p99 (issue 12).
+"""Soak: a mixed stream at c=32 for 10 minutes; no 5xx, flat memory, a steady p99.
 
 The stream cycles through valid uploads for all three datasets (multipart, TF Serving b64
 and v2 JSON), invalid inputs (text, a truncated JPEG, a wrong tensor) and large photos

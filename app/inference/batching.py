@@ -66,7 +66,7 @@ class DynamicBatcher:
     it joins runs, one after another with the others of that batch: a 28x28 upload's
     decoding and MNIST preprocessing cost less CPU there, where their code and data stay
     in the caches, than between other work on the event loop, whose CPU is the limit under
-    load (docs/performance.md, 2026-11-27).
+    load (docs/performance.md).
     An input whose function raises fails alone; the rest of its batch runs.
 
     Requests still being read or preprocessed can announce themselves with

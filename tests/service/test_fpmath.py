@@ -15,7 +15,7 @@ DIGITS = sorted((DATA / "mnist_test").glob("*.png"))[:20]
 def _cpu_has_amx() -> bool:
     """Whether this CPU has AMX's bfloat16 tiles, where oneDNN's bf16 mode was seen to take
     effect. On an AMD EPYC with AVX512-BF16 and no AMX it kept its float32 kernels
-    (`ONEDNN_VERBOSE=1`: `brg_conv_fwd:avx512_core`; docs/performance.md, 2026-12-05)."""
+    (`ONEDNN_VERBOSE=1`: `brg_conv_fwd:avx512_core`; docs/performance.md)."""
     return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
 
 
