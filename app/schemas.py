@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelstore import Preprocessing, SplitMetrics
+
 EXAMPLE_PNG_BASE64 = (
     "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAxUlEQVR4nGNgGDaAEUKFpD77sfTFHeyS9xQYGBg+X4UKPuk6w8DAwMDAAuGm"
     "6l/TMnSweCzLwPDntSTDozPIOhkYGBgYBA3PmDIw/Lh1XShnGi5nBP+9KIRLTuzl/2AokwlDMlv0/U1cGq1//rPDJcfQ+m83Ky45zrM/rHBq"
@@ -113,13 +115,6 @@ class Base64Image(BaseModel):
     )
 
 
-class SplitMetrics(BaseModel):
-    """Loss and accuracy of a model on one split, measured by the run that trained it."""
-
-    loss: float
-    accuracy: float
-
-
 class FailedModel(BaseModel):
     """A version in the store that was refused at load, and why."""
 
@@ -141,7 +136,7 @@ class ModelSummary(BaseModel):
     input_shape: list[int] = Field(examples=[[28, 28, 1]])
     parameter_count: int
     class_names: list[str]
-    preprocessing: str
+    preprocessing: Preprocessing
     metrics: dict[str, SplitMetrics] = Field(description="train, val and test loss and accuracy")
     test_accuracy: float | None
     epochs_run: int | None = None

@@ -16,18 +16,29 @@ from modelstore.layout import (
     staging_folder,
     version_folders,
 )
-from modelstore.metadata import NAME_PATTERN, ModelMetadata, SplitMetrics, public_command
+from modelstore.metadata import (
+    NAME_PATTERN,
+    PREPROCESSING_CHANNELS,
+    ModelMetadata,
+    Preprocessing,
+    SplitMetrics,
+    preprocessing_fits,
+    public_command,
+)
 
 __all__ = [
     "INPUT_NAME",
     "METADATA_FILE",
     "NAME_PATTERN",
     "OUTPUT_NAME",
+    "PREPROCESSING_CHANNELS",
     "REPORT_IMAGES",
     "SIGNATURE_NAME",
     "ModelMetadata",
+    "Preprocessing",
     "SplitMetrics",
     "next_version",
+    "preprocessing_fits",
     "public_command",
     "staging_folder",
     "version_folders",

@@ -15,9 +15,30 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelstore.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
-__all__ = ["ClassMetrics", "EnsembleMember", "ModelMetadata", "Sharpen", "SplitMetrics", "public_command"]
+__all__ = [
+    "PREPROCESSING_CHANNELS",
+    "ClassMetrics",
+    "EnsembleMember",
+    "ModelMetadata",
+    "Preprocessing",
+    "Sharpen",
+    "SplitMetrics",
+    "preprocessing_fits",
+    "public_command",
+]
 
 Preprocessing = Literal["mnist", "fashion_mnist", "cifar10", "resize"]
+"""How an uploaded image becomes a model's input: its dataset's recipe, or `resize` alone
+(the recipes live in `app/inference`)."""
+
+PREPROCESSING_CHANNELS: dict[str, int | None] = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "resize": None}
+"""The input channels each preprocessing makes (None: whatever the model takes)."""
+
+
+def preprocessing_fits(method: str, channels: int) -> bool:
+    """Whether the preprocessing `method` makes inputs of `channels` channels."""
+    made = PREPROCESSING_CHANNELS.get(method)
+    return made is None or made == channels
 
 
 class Sharpen(BaseModel):
@@ -149,6 +170,11 @@ class ModelMetadata(BaseModel):
     def _consistent(self) -> ModelMetadata:
         if min(self.input_shape) < 1 or self.input_shape[2] not in (1, 3):
             raise ValueError(f"input_shape {list(self.input_shape)} is not (height, width, 1 or 3 channels)")
+        if not preprocessing_fits(self.preprocessing, self.input_shape[2]):
+            raise ValueError(
+                f"preprocessing {self.preprocessing!r} makes {PREPROCESSING_CHANNELS[self.preprocessing]}-channel"
+                f" inputs; the model takes {self.input_shape[2]}"
+            )
         classes = len(self.class_names)
         if self.confusion_matrix is not None and (
             len(self.confusion_matrix) != classes or any(len(row) != classes for row in self.confusion_matrix)

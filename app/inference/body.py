@@ -37,7 +37,8 @@ JSON_OFF_LOOP_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
-    """Limits on reading one request body.
+    """Limits on reading one request body, built from `Settings` (`Settings.body_limits`),
+    which holds their defaults.
 
     Attributes:
         max_bytes: Body size, bytes (413 above).
@@ -51,13 +52,13 @@ class BodyLimits:
             `JSON_STRUCTURE_VALUES`.
     """
 
-    max_bytes: int = 10 * 1024 * 1024
-    read_timeout: float = 30.0
-    max_json_depth: int = 16
+    max_bytes: int
+    read_timeout: float
+    max_json_depth: int
+    max_form_fields: int
+    max_files: int
+    max_json_values: int
     max_number_digits: int = 40
-    max_form_fields: int = 16
-    max_files: int = 64
-    max_json_values: int = 64 * 32 * 32 * 3 + JSON_STRUCTURE_VALUES
 
 
 def _declared_length(request: Request, limits: BodyLimits) -> None:

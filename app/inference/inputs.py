@@ -22,7 +22,8 @@ __all__ = ["EncodedImage", "InputLimits", "ModelInput", "Tensor", "expand"]
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
-    """What one request may cost; every protocol is held to the same limits.
+    """What one request may cost; every protocol is held to the same limits. Built from
+    `Settings` (`Settings.input_limits`), which holds their defaults.
 
     Attributes:
         max_images: Images or tensor rows per request (413 above).
@@ -34,11 +35,11 @@ class InputLimits:
             prepared); a request that would pass it is shed with 503 at once.
     """
 
-    max_images: int = 64
-    max_tensor_elements: int = 64 * 32 * 32 * 3
-    max_image_pixels: int = 40_000_000
-    inline_preprocess_pixels: int = 4096
-    max_queued_inputs: int = 256
+    max_images: int
+    max_tensor_elements: int
+    max_image_pixels: int
+    inline_preprocess_pixels: int
+    max_queued_inputs: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from app.inference.batching import DynamicBatcher, Input
 from app.inference.deadlines import CHECK_AFTER, LazyDeadline
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
 from app.inference.preprocessing import image_preparation
-from modelstore import METADATA_FILE, ModelMetadata
+from modelstore import METADATA_FILE, PREPROCESSING_CHANNELS, ModelMetadata, preprocessing_fits
 
 if TYPE_CHECKING:
     from app.config import BatchingSettings
@@ -461,7 +461,8 @@ class ServedModel:
             The probabilities of every input, in order, and the inputs the model received.
 
         Raises:
-            BadRequest: Bad base64, or a tensor that is malformed, of the wrong shape, or so
+            BadRequest: A `preprocessing` that does not make the model's channels; bad base64,
+                or a tensor that is malformed, of the wrong shape, or so
                 far outside the input range that the probabilities are not finite (400).
             PayloadTooLarge: Over the limits on images, tensor elements or pixels (413).
             UnsupportedImage: A file that is not a decodable image (415).
@@ -486,6 +487,11 @@ class ServedModel:
         disconnected: Callable[[], Awaitable[Any]] | None,
     ) -> Classification:
         method = preprocessing or self.preprocessing
+        if not preprocessing_fits(method, self.input_shape[2]):
+            raise BadRequest(
+                f"preprocess={method} makes {PREPROCESSING_CHANNELS[method]}-channel inputs;"
+                f" {self.model_id} takes {self.input_shape[2]}"
+            )
         logs.note(model=self.model_id, version=self.version)
         items = expand(inputs, self.input_shape, self.limits)
         logs.note(images=len(items))

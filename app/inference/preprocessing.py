@@ -26,12 +26,14 @@ import io
 import warnings
 from collections.abc import Callable, Iterator
 from functools import lru_cache, partial
+from typing import Literal, get_args
 
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, UnsupportedImage
+from modelstore import Preprocessing, preprocessing_fits
 
 __all__ = [
     "METHODS",
@@ -55,7 +57,11 @@ FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM, HEIC or AVIF"
 # the EXIF orientation to 1, so `load_image`'s EXIF transpose turns it once, like a JPEG.
 pillow_heif.register_heif_opener()
 
-METHODS = ("mnist", "fashion_mnist", "cifar10", "resize", "none")
+Method = Literal[Preprocessing, "none"]
+"""A preprocessing a request may ask for: a model's (`modelstore.Preprocessing`), or `none`
+(convert to the model's channels and resize, as `resize`)."""
+
+METHODS: tuple[str, ...] = get_args(Method)
 
 INLINE_HEADER_BYTES = 65536
 """Uploads up to this many bytes have their header read on the event loop to decide
@@ -977,19 +983,22 @@ def preprocess(
         float32 array of `shape`, values in [0, 1].
 
     Raises:
-        ValueError: Unknown method.
+        ValueError: Unknown method, or one that does not make inputs of `shape`'s channels
+            (the metadata and the request's check rule both out first).
     """
     height, width, channels = shape
     mask = ImageFilter.UnsharpMask(radius=sharpen[0], percent=sharpen[1], threshold=0) if sharpen else None
-    if method == "mnist" and channels == 1:
+    if method not in METHODS:
+        raise ValueError(f"unknown preprocessing {method!r}; choose from {METHODS}")
+    if not preprocessing_fits(method, channels):
+        raise ValueError(f"preprocessing {method!r} does not make {channels}-channel inputs")
+    if method == "mnist":
         return preprocess_mnist(image, (height, width))
-    if method == "fashion_mnist" and channels == 1:
+    if method == "fashion_mnist":
         return preprocess_fashion(image, (height, width), sharpen=mask)
-    if method == "cifar10" and channels == 3:
+    if method == "cifar10":
         return preprocess_cifar(image, (height, width), sharpen=mask)
-    if method in METHODS:
-        return preprocess_resize(image, shape)
-    raise ValueError(f"unknown preprocessing {method!r}; choose from {METHODS}")
+    return preprocess_resize(image, shape)
 
 
 def prepare_image(

@@ -11,7 +11,7 @@ from app.deps import NAME_PATTERN, RegistryDep, VersionQuery
 from app.errors import ModelNotFound
 from app.inference import FailedVersion, ServedModel
 from app.routers.predict import ERROR_RESPONSES
-from app.schemas import FailedModel, ModelDetail, ModelList, ModelSummary, SplitMetrics
+from app.schemas import FailedModel, ModelDetail, ModelList, ModelSummary
 from modelstore import REPORT_IMAGES
 
 router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
@@ -40,9 +40,6 @@ def failed_models(failed: list[FailedVersion]) -> list[FailedModel]:
 def summarize(model: ServedModel, versions: list[int], labels: dict[str, int], *, default: bool) -> ModelSummary:
     """The `/models` entry of a model."""
     metadata = model.metadata
-    metrics = {
-        split: SplitMetrics(loss=values.loss, accuracy=values.accuracy) for split, values in metadata.metrics.items()
-    }
     return ModelSummary(
         model=model.model_id,
         dataset=model.dataset,
@@ -53,7 +50,7 @@ def summarize(model: ServedModel, versions: list[int], labels: dict[str, int], *
         parameter_count=metadata.parameter_count,
         class_names=model.class_names,
         preprocessing=model.preprocessing,
-        metrics=metrics,
+        metrics=metadata.metrics,
         test_accuracy=metadata.test_accuracy,
         epochs_run=metadata.epochs_run,
         training_seconds=metadata.training_seconds,

@@ -17,14 +17,14 @@ from pydantic import Field
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
-from app.inference.preprocessing import FORMAT_NAMES
+from app.inference.preprocessing import FORMAT_NAMES, Method
 from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
 
 router = APIRouter(tags=["predict"])
 
-PreprocessMethod = Literal["auto", "none", "mnist", "fashion_mnist", "cifar10", "resize"]
+PreprocessMethod = Literal["auto", Method]
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 """Content types (prefixes) of a body that is one image file, as TorchServe and object

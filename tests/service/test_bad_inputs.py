@@ -106,6 +106,7 @@ def test_oversized_chunked_upload_is_refused_while_streaming(client: TestClient)
         ("model=tiny&top_k=0", 422),
         ("model=tiny&top_k=x", 422),
         ("model=tiny&preprocess=magic", 422),
+        ("model=tiny&preprocess=cifar10", 400),  # makes 3 channels; the model takes 1
         ("model=../../etc/passwd", 422),
         ("model=fashion_mnist/tiny&dataset=mnist", 404),
         ("model=" + "a" * 500, 422),

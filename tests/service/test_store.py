@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.config import Settings
 from app.main import create_app
@@ -77,6 +78,16 @@ def test_shipped_metadata_validates_and_names_the_signature() -> None:
             "probabilities",
         )
         assert metadata.command is None or "/work" not in metadata.command
+
+
+def test_a_preprocessing_that_does_not_fit_the_input_is_refused_at_load() -> None:
+    from tests.conftest import STORE
+
+    folder = next(folder for dataset, _, _, folder in version_folders(STORE) if dataset == "mnist")
+    fields = json.loads((folder / "metadata.json").read_text())
+    with pytest.raises(ValidationError, match="'cifar10' makes 3-channel inputs; the model takes 1"):
+        ModelMetadata.model_validate({**fields, "preprocessing": "cifar10"})
+    assert ModelMetadata.model_validate({**fields, "preprocessing": "resize"}).preprocessing == "resize"
 
 
 @pytest.mark.parametrize(
