@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app import errors, fast_path, logs, metrics, middleware
+from app import __version__, errors, fast_path, logs, metrics, middleware
 from app.config import Settings, usable_cpus
 from app.routers import admin, health, models, operations, page, predict, tf_serving, v2
 from app.security import KeyRing
@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     about: dict[str, Any] = {
         "title": "Image classifier service",
-        "version": "1.0.0",
+        "version": __version__,
         "description": DESCRIPTION,
         "lifespan": make_lifespan(settings),
         "telemetry": _telemetry(settings.opentelemetry),

@@ -29,6 +29,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
+from app import DISTRIBUTION, __version__
 from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
@@ -377,7 +378,7 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
     """The server's name, version and protocol extensions."""
-    return ServerMetadata(name="image-classifier-service", version="1.0.0", extensions=EXTENSIONS)
+    return ServerMetadata(name=DISTRIBUTION, version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/health/live", response_model=Liveness, summary="Server liveness")

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app import __version__
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import PROJECT_ROOT, STORE
@@ -46,7 +47,10 @@ def test_core_objects_validate_strictly(name: str, manifest: dict[str, Any]) -> 
 
 def test_kustomization_lists_every_cpu_manifest() -> None:
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
-    assert listed == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "deployment-gpu.yaml"}
+    unlisted = {"kustomization.yaml", "deployment-gpu.yaml", "secret.example.yaml"}  # keys are the user's own
+    assert listed == {path.name for path in K8S.glob("*.yaml")} - unlisted
+    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    assert not any(example["stringData"].values())  # no key ships with the project
 
 
 @pytest.mark.parametrize("file", ["deployment.yaml", "deployment-gpu.yaml"])
@@ -69,7 +73,8 @@ def test_deployment_agrees_with_the_app_and_the_image(file: str) -> None:
     drain = float(config["DRAIN_SECONDS"]) + float(config["GRACEFUL_SHUTDOWN_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain
     memory = container["resources"]["requests"]["memory"]
-    assert int(re.match(r"(\d+)Mi", memory).group(1)) >= 1200  # a worker with every model: ~1.1 GiB
+    assert int(re.match(r"(\d+)Mi", memory).group(1)) >= 1400  # a worker with every model: 1,380 MiB resident
+    assert container["image"] == f"classifier:{__version__}" + ("-gpu" if "gpu" in file else "")
     if file == "deployment-gpu.yaml":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
@@ -101,7 +106,7 @@ def named_settings() -> dict[str, set[str]]:
         re.findall(r"-e ([A-Z][A-Z0-9_]+)=", dockerfile)
     )
     found["configmap.yaml"] = set(yaml.safe_load((K8S / "configmap.yaml").read_text())["data"])
-    found["secret.yaml"] = set(yaml.safe_load((K8S / "secret.yaml").read_text())["stringData"])
+    found["secret.example.yaml"] = set(yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"])
     readme = (PROJECT_ROOT / "README.md").read_text()
     found["README.md"] = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.MULTILINE)) | set(
         re.findall(r"-e ([A-Z][A-Z0-9_]+)=", readme)
