@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
     warmup: bool = Field(True, description="run every batch-size bucket once at load")
+    infer_metadata: bool = Field(
+        False,
+        description="serve a version folder that holds a SavedModel and no metadata.json, as TensorFlow Serving "
+        "would: metadata inferred from its signature (class names 0..N-1, preprocessing `resize`); off: such a "
+        "folder is listed as failed with the command that imports it",
+    )
     intra_op_threads: int = Field(
         default_factory=lambda: max(1, usable_cpus() - 1),
         ge=0,

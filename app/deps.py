@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.config import Settings
 from app.errors import NotReady
-from app.inference import ModelRegistry
+from app.inference import ModelRegistry, ServedModel
 from modelstore import NAME_PATTERN
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "MODEL_PATTERN",
     "NAME_PATTERN",
     "VERSION_PATTERN",
+    "ModelNamePath",
     "ModelParameters",
     "Parameters",
     "RegistryDep",
@@ -42,6 +43,7 @@ __all__ = [
     "deadline_after",
     "get_registry",
     "registry_of",
+    "resolve_model_name",
     "settings_of",
 ]
 
@@ -201,3 +203,21 @@ def deadline_after(request: Request) -> float:
     arrived = request.scope.get("arrived_at") or asyncio.get_running_loop().time()
     limit = settings_of(request).request_timeout_seconds
     return arrived + (limit if timeout is None else min(timeout, limit))
+
+
+ModelNamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
+"""A model's name in the TF Serving and v2 routes: `<dataset>-<arch>`, or a dataset's default."""
+
+
+def resolve_model_name(registry: ModelRegistry, name: str, version: int | str | None) -> ServedModel:
+    """The model a TF Serving or v2 route names: `<dataset>-<arch>` at `version`, a number or a
+    label (default newest); a name without `-` is a dataset's default model (`mnist`) or an
+    architecture of `DEFAULT_DATASET`.
+
+    Raises:
+        ModelNotFound: No such model or version (404).
+    """
+    dataset, separator, arch = name.partition("-")
+    if not separator:
+        return registry.get(name, version=version)
+    return registry.get(arch, dataset=dataset, version=version)

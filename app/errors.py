@@ -28,6 +28,7 @@ from app.responses import JSONResponse
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "STATUS_DESCRIPTIONS",
     "BadRequest",
     "DeadlineExceeded",
     "ErrorRenderer",
@@ -46,6 +47,7 @@ __all__ = [
     "describe",
     "error_body",
     "error_response",
+    "error_responses",
     "install_error_handlers",
     "protocol_fallback",
     "protocol_route",
@@ -66,6 +68,29 @@ STATUS_CODES = {
     503: "not_ready",
     504: "deadline_exceeded",
 }
+
+STATUS_DESCRIPTIONS = {
+    400: "malformed request (bad JSON, base64, multipart or tensor), or a preprocessing the model cannot take",
+    401: "no API key, or an unknown one",
+    403: "not an admin key, or model management disabled",
+    404: "unknown model or version",
+    408: "the body did not arrive within BODY_READ_TIMEOUT_SECONDS",
+    409: "the model store cannot be written (read-only)",
+    413: "body over MAX_UPLOAD_BYTES, an image over MAX_IMAGE_PIXELS, tensors over MAX_TENSOR_ELEMENTS,"
+    " or too many images",
+    415: "not a decodable image, or an unsupported content type",
+    422: "missing field, empty body or invalid parameter",
+    503: "models not loaded yet, or overloaded (retry after `Retry-After` seconds)",
+    504: "the deadline (REQUEST_TIMEOUT_SECONDS, or the client's: X-Request-Timeout, v2's `timeout`) passed"
+    " before the model ran",
+}
+"""What each error status means, in every protocol: the one table the API's documentation uses."""
+
+
+def error_responses(body: type, *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route or router: each of `statuses` with its protocol's
+    error `body` model and its `STATUS_DESCRIPTIONS` entry."""
+    return {status: {"model": body, "description": STATUS_DESCRIPTIONS[status]} for status in statuses}
 
 
 class ServiceError(Exception):

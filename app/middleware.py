@@ -9,7 +9,7 @@ import asyncio
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -19,7 +19,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import Overloaded, error_response
 from app.logs import REQUEST
 
-__all__ = ["AdmissionMiddleware", "RequestIdMiddleware", "api_routes"]
+__all__ = ["ADMITTED", "AdmissionMiddleware", "RequestIdMiddleware", "admitted", "api_routes"]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+ADMITTED: set[Callable[..., Any]] = set()
+"""The endpoints of the prediction routes, marked by `admitted`."""
+
+
+def admitted(endpoint: Endpoint) -> Endpoint:
+    """Mark a route's endpoint as a prediction: `AdmissionMiddleware` counts its requests in
+    flight and refuses them past `MAX_REQUESTS_IN_FLIGHT`. Put it under the route decorator."""
+    ADMITTED.add(endpoint)
+    return endpoint
+
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -79,8 +92,8 @@ class AdmissionMiddleware:
 
     Under overload most requests are refused, so refusing must cost far less than serving:
     a refused request costs one route match and a small JSON answer in the matched route's
-    protocol format. Prediction routes are those guarded by `require_api_key`; the rest
-    (health, metrics, models) are never counted nor refused.
+    protocol format. Prediction routes are those whose endpoint is marked `admitted`; the
+    rest (health, metrics, models, admin) are never counted nor refused.
 
     Args:
         app: The wrapped ASGI app.
@@ -98,13 +111,7 @@ class AdmissionMiddleware:
         if path in self._by_path:
             return self._by_path[path]
         if self._prediction_routes is None:
-            from app.security import require_api_key
-
-            self._prediction_routes = [
-                route
-                for route in api_routes(self.routes())
-                if any(dependency.call is require_api_key for dependency in route.dependant.dependencies)
-            ]
+            self._prediction_routes = [route for route in api_routes(self.routes()) if route.endpoint in ADMITTED]
         found = next((route for route in self._prediction_routes if route.matches(scope)[0] == Match.FULL), None)
         if len(self._by_path) < 4096:  # paths name models, so there are few; a flood of odd ones is not cached
             self._by_path[path] = found

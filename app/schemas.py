@@ -137,6 +137,11 @@ class ModelSummary(BaseModel):
     parameter_count: int
     class_names: list[str]
     preprocessing: Preprocessing
+    source: str = Field(
+        "trained",
+        description="`trained` here, `imported` (python -m training import), or `inferred`: a SavedModel served"
+        " with metadata guessed from its signature (INFER_METADATA; class names 0..N-1)",
+    )
     metrics: dict[str, SplitMetrics] = Field(description="train, val and test loss and accuracy")
     test_accuracy: float | None
     epochs_run: int | None = None

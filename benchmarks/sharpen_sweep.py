@@ -1,7 +1,7 @@
 """How much to sharpen a CIFAR-10 upload after shrinking it to 32 px, chosen on validation images.
 
 `--count` images of the validation split that training holds out of the CIFAR-10 train set
-(the last 10% after a shuffle with seed 42, as `training.train.split_validation` does) are
+(the last 10% after a shuffle with seed 42, as `training.runs.split_validation` does) are
 re-saved as people upload them (`benchmarks/uploads.py`: 128 px JPEG, a wider "photo" JPEG,
 a 64 px RGBA PNG), decoded as the service decodes them, preprocessed with
 `preprocess_cifar` and each unsharp mask of the grid, and classified by each SavedModel
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from training.datasets import load_dataset
-    from training.train import split_validation
+    from training.runs import split_validation
 
     dataset = load_dataset("cifar10", args.data_dir)
     _, _, images, labels = split_validation(dataset.x_train, dataset.y_train, fraction=0.1, seed=42)

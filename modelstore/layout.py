@@ -17,6 +17,7 @@ __all__ = [
     "METADATA_FILE",
     "OUTPUT_NAME",
     "REPORT_IMAGES",
+    "SAVED_MODEL_FILE",
     "SIGNATURE_NAME",
     "next_version",
     "staging_folder",
@@ -38,18 +39,30 @@ REPORT_IMAGES = ("history", "confusion_matrix", "errors")
 """Training report images a version folder may hold, as `<name>.png`."""
 
 
-def version_folders(store_dir: Path) -> Iterator[tuple[str, str, int, Path]]:
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def version_folders(store_dir: Path, *, bare: bool = False) -> Iterator[tuple[str, str, int, Path]]:
     """Every complete version folder of the store, sorted by dataset, arch and version.
+
+    Args:
+        store_dir: The store's root folder.
+        bare: Also yield folders that hold a SavedModel (`saved_model.pb`) and no
+            `metadata.json`: models this project did not make (the service lists them as
+            failed, or serves them with `INFER_METADATA`).
 
     Yields:
         (dataset, arch, version, folder) for each `<dataset>/<arch>/<integer>/` folder that
-        holds a `metadata.json`. Staging folders (hidden names) are skipped.
+        holds a `metadata.json` (or, with `bare`, a `saved_model.pb`). Staging folders
+        (hidden names) are skipped.
     """
-    found = []
-    for metadata_path in store_dir.glob(f"*/*/*/{METADATA_FILE}"):
-        folder = metadata_path.parent
-        if folder.name.isdigit() and not folder.parent.name.startswith("."):
-            found.append((folder.parent.parent.name, folder.parent.name, int(folder.name), folder))
+    names = (METADATA_FILE, SAVED_MODEL_FILE) if bare else (METADATA_FILE,)
+    found = set()
+    for name in names:
+        for path in store_dir.glob(f"*/*/*/{name}"):
+            folder = path.parent
+            if folder.name.isdigit() and not folder.parent.name.startswith("."):
+                found.add((folder.parent.parent.name, folder.parent.name, int(folder.name), folder))
     yield from sorted(found)
 
 

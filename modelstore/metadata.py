@@ -123,6 +123,13 @@ class ModelMetadata(BaseModel):
         "`translate_average` (an ensemble's): each member's answer is averaged over the image and "
         "two one-pixel translations of it",
     )
+    source: Literal["trained", "imported", "inferred"] = Field(
+        "trained",
+        description="`trained` by `python -m training`; `imported` from a model file by `python -m training import`; "
+        "`inferred` by the service from a SavedModel's signature (`INFER_METADATA`), never written to disk",
+    )
+    source_file: str | None = Field(None, description="the imported file or folder's name")
+    source_sha256: str | None = Field(None, description="SHA-256 of the imported file (of a folder's saved_model.pb)")
     architecture: str | None = Field(
         None, description="the architecture (training.architectures) when the store name `arch` differs from it"
     )

@@ -22,6 +22,7 @@ The network and the recipe follow airbench93 of github.com/KellerJordan/cifar10-
   exported SavedModel). airbench's second level (1-pixel translations, 6 calls in all) is
   left out: it would triple the serving cost for about 0.2 points.
 
+The network and its recipe are here; the training loop is `training.airbench_train`.
 The exported model takes what every model of the store takes, float32 (N, 32, 32, 3) in
 [0, 1], and normalises with the CIFAR-10 channel means and deviations itself.
 """
@@ -29,21 +30,14 @@ The exported model takes what every model of the store takes, float32 (N, 32, 32
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-if TYPE_CHECKING:
-    from training.datasets import Dataset
-    from training.train import TrainConfig, TrainResult
-
-__all__ = ["AIRBENCH_RECIPE", "AirbenchRecipe", "build_airbench", "build_airbench94", "train_airbench"]
+__all__ = ["AIRBENCH_RECIPE", "AirbenchRecipe", "build_airbench", "build_airbench94", "whitening_kernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +82,7 @@ class AirbenchRecipe:
 
 
 AIRBENCH_RECIPE = AirbenchRecipe()
-"""The recipe `train_airbench` follows; `epochs` and `batch_size` are the Recipe's."""
+"""The recipe `training.airbench_train.train_airbench` follows; `epochs` and `batch_size` are the Recipe's."""
 
 
 def _dirac(shape: tuple[int, ...], dtype: str | None = None) -> tf.Tensor:
@@ -211,196 +205,3 @@ def whitening_kernel(images: np.ndarray, *, kernel_size: int = WHITEN_KERNEL, ep
     # extract_patches orders each patch (row, column, channel), as the kernel's first axes.
     filters = scaled.reshape(kernel_size, kernel_size, channels, -1)
     return np.concatenate([filters, -filters], axis=-1).astype(np.float32)
-
-
-def triangle(
-    step: np.ndarray | float, total: int, *, start: float = 0.2, peak: float = 0.23, end: float = 0.07
-) -> float:
-    """airbench's learning-rate multiplier: linear from `start` to 1 at `peak` of the
-    `total` steps, then linear to `end`."""
-    peak_step = int(peak * total)
-    return float(np.interp(step, [0, peak_step, total], [start, 1.0, end]))
-
-
-class _Augmenter:
-    """airbench's translate-and-alternating-flip augmentation of a uint8 training set
-    (without the flips where `flip` is false: digits)."""
-
-    def __init__(self, images: np.ndarray, *, translate: int, seed: int, flip: bool = True) -> None:
-        self.rng = np.random.default_rng(seed)
-        if flip:
-            mirrored = self.rng.random(len(images)) < 0.5
-            images = np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
-        pad = ((0, 0), (translate, translate), (translate, translate), (0, 0))
-        self.padded = np.pad(images, pad, mode="reflect")
-        self.translate = translate
-        self.flip = flip
-        self.size = images.shape[1:3]
-
-    def epoch(self, index: int) -> np.ndarray:
-        """uint8 (N, H, W, C): every image shifted by up to `translate` pixels, and all of
-        them mirrored on odd epochs if `flip`."""
-        n = len(self.padded)
-        height, width = self.size
-        shifts = self.rng.integers(0, 2 * self.translate + 1, size=(n, 2))
-        out = np.empty((n, height, width, self.padded.shape[-1]), dtype=self.padded.dtype)
-        for dy in range(2 * self.translate + 1):
-            for dx in range(2 * self.translate + 1):
-                chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
-                out[chosen] = self.padded[chosen, dy : dy + height, dx : dx + width]
-        return out[:, :, ::-1] if self.flip and index % 2 == 1 else out
-
-
-def train_airbench(dataset: Dataset, config: TrainConfig) -> TrainResult:
-    """Train `config.arch` (`airbench` or `airbench94`) on `dataset` with airbench's recipe in a custom loop.
-
-    The loop is custom because Keras's `fit` has no lookahead, per-variable learning rates
-    or frozen-after-N-epochs biases. The recipe's `epochs` and `validation_split` apply;
-    its optimizer fields do not (airbench's own are in `AIRBENCH_RECIPE`). The last
-    weights are kept (the schedule ends low; there is no early stopping), then wrapped by
-    `with_flip_average` if the config asks for it (`--flip-average`).
-
-    Returns:
-        A `TrainResult` like `training.train.train`'s, `epoch_seconds` per epoch and the
-        history's `loss`, `accuracy` (last batch) and `val_accuracy` per epoch.
-    """
-    from training.architectures import ARCHITECTURES, with_flip_average
-    from training.train import MIRRORED_DATASETS, TrainResult, evaluate_splits, make_pipeline, split_validation
-
-    hyp = AIRBENCH_RECIPE
-    recipe = config.recipe
-    epochs = 1 if config.quick else recipe.epochs
-    keras.utils.set_random_seed(config.seed)
-    x_train, y_train, x_val, y_val = split_validation(
-        dataset.x_train, dataset.y_train, fraction=recipe.validation_split, seed=config.validation_seed
-    )
-    batch_size = min(recipe.batch_size, len(x_train))
-    # The training set's statistics: CIFAR-10's are airbench's constants to 3 decimals.
-    pixels = x_train.reshape(-1, x_train.shape[-1]).astype(np.float32) / 255.0
-    mean, std = tuple(pixels.mean(axis=0).tolist()), tuple(pixels.std(axis=0).tolist())
-    model = ARCHITECTURES[config.arch].builder(dataset.input_shape, dataset.num_classes, mean=mean, std=std)
-
-    normalize = model.get_layer("normalize")
-    sample = normalize(x_train[:5000].astype(np.float32) / 255.0)
-    whiten = model.get_layer("whiten")
-    whiten.kernel.assign(whitening_kernel(sample))
-    whiten.kernel.trainable = False
-
-    # airbench's PyTorch loss is a sum over the batch; Keras's a mean, so the rate is
-    # multiplied by the batch size. PyTorch's SGD adds the weight decay to the gradient,
-    # where momentum amplifies it by 1 / (1 - momentum); Keras's decays the weights
-    # directly, so it is divided by (1 - momentum) to decay as much.
-    kilostep_scale = 1024 * (1 + 1 / (1 - hyp.momentum))
-    base_rate = hyp.learning_rate / kilostep_scale * batch_size
-    decay = hyp.weight_decay * batch_size / kilostep_scale / (1 - hyp.momentum)
-    steps_per_epoch = len(x_train) // batch_size
-    total_steps = steps_per_epoch * epochs
-    optimizer = keras.optimizers.SGD(
-        learning_rate=base_rate * triangle(0, total_steps),
-        momentum=hyp.momentum,
-        nesterov=True,
-        weight_decay=decay / base_rate,
-    )
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hyp.label_smoothing)
-
-    def make_step(variables: list[keras.Variable]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-        scales = [hyp.bias_scaler if variable.path.endswith("beta") else 1.0 for variable in variables]
-
-        @tf.function
-        def train_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            with tf.GradientTape() as tape:
-                probabilities = model(images, training=True)
-                loss = loss_fn(tf.one_hot(labels, dataset.num_classes), probabilities)
-            gradients = tape.gradient(loss, variables)
-            optimizer.apply([gradient * scale for gradient, scale in zip(gradients, scales, strict=True)], variables)
-            predicted = tf.argmax(probabilities, -1, output_type=labels.dtype)
-            return loss, tf.reduce_mean(tf.cast(predicted == labels, tf.float32))
-
-        return train_step
-
-    steps = {}
-    augmenter = _Augmenter(x_train, translate=hyp.translate, seed=config.seed, flip=dataset.name in MIRRORED_DATASETS)
-    val_data = make_pipeline(x_val, y_val, batch_size=1000)
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_accuracy": [], "learning_rate": []}
-    epoch_seconds: list[float] = []
-    lookahead: list[np.ndarray] | None = None
-    step = 0
-    rng = np.random.default_rng(config.seed)
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        epoch_started = time.perf_counter()
-        whiten.bias.trainable = epoch < hyp.whiten_bias_epochs
-        if whiten.bias.trainable not in steps:
-            steps[whiten.bias.trainable] = make_step(list(model.trainable_variables))
-        train_step = steps[whiten.bias.trainable]
-        images = augmenter.epoch(epoch)
-        order = rng.permutation(len(images))
-        for index in range(steps_per_epoch):
-            batch = order[index * batch_size : (index + 1) * batch_size]
-            optimizer.learning_rate = base_rate * triangle(step, total_steps)
-            loss, accuracy = train_step(
-                tf.constant(images[batch], dtype=tf.float32) / 255.0, tf.constant(y_train[batch])
-            )
-            step += 1
-            if epoch >= hyp.lookahead_from_epoch and step % hyp.lookahead_every == 0:
-                lookahead = _lookahead(model, lookahead, decay=0.95**5 * (step / total_steps) ** 3)
-        if lookahead is not None:
-            lookahead = _lookahead(model, lookahead, decay=1.0)
-        epoch_seconds.append(round(time.perf_counter() - epoch_started, 2))
-        val_accuracy = _accuracy(model, val_data)
-        for key, value in (
-            ("loss", float(loss)),
-            ("accuracy", float(accuracy)),
-            ("val_accuracy", val_accuracy),
-            ("learning_rate", float(optimizer.learning_rate.numpy())),
-        ):
-            history[key].append(value)
-        logger.info(
-            "epoch %d/%d: %.1f s, loss %.4f, val_accuracy %.4f",
-            epoch + 1,
-            epochs,
-            epoch_seconds[-1],
-            loss,
-            val_accuracy,
-        )
-    training_seconds = time.perf_counter() - started
-
-    if config.flip_average:
-        model = with_flip_average(model)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (dataset.x_test, dataset.y_test)}
-    metrics, test_probabilities = evaluate_splits(model, splits, batch_size=500)
-    return TrainResult(
-        model=model,
-        history=history,
-        epoch_seconds=epoch_seconds,
-        metrics=metrics,
-        test_probabilities=test_probabilities,
-        training_seconds=training_seconds,
-        train_size=len(x_train),
-        val_size=len(x_val),
-        best_epoch=epochs,
-    )
-
-
-def _lookahead(model: keras.Model, average: list[np.ndarray] | None, *, decay: float) -> list[np.ndarray]:
-    """Move the exponential moving average of every weight (batch-norm statistics too)
-    towards the current weights by `1 - decay`, then set the weights to it (airbench's
-    `LookaheadState`). The first call only starts the average."""
-    weights = [variable.numpy() for variable in model.weights]
-    if average is None:
-        return weights
-    average = [kept + (1.0 - decay) * (current - kept) for kept, current in zip(average, weights, strict=True)]
-    for variable, value in zip(model.weights, average, strict=True):
-        variable.assign(value)
-    return average
-
-
-def _accuracy(model: keras.Model, data: tf.data.Dataset) -> float:
-    """Accuracy of `model` on `data`, without test-time augmentation (the per-epoch validation)."""
-    correct = total = 0
-    for images, labels in data:
-        predicted = np.argmax(model(images, training=False), axis=-1)
-        correct += int((predicted == labels.numpy()).sum())
-        total += len(labels)
-    return correct / max(total, 1)

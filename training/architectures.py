@@ -44,7 +44,7 @@ class Recipe:
             None trains all epochs. The best weights are restored either way.
         augment: Augment the training images.
         augmentation: `standard` (random shifts and small rotations, and horizontal flips
-            on CIFAR-10), `handwriting` (strokes, slant, elastic distortion, blur and
+            on `training.runs.MIRRORED_DATASETS`), `handwriting` (strokes, slant, elastic distortion, blur and
             noise of uploaded digits; `training/handwriting.py`) or `uploads`
             (handwriting, and a quarter of the images at 8-16 pixels enlarged back).
         options: Keyword arguments for the builder (dropout rate, L2 weight).
@@ -377,7 +377,7 @@ AIRBENCH = Recipe(
     augment=True,
     trainer="airbench",
 )
-"""airbench's custom loop (`training.airbench.train_airbench`): only the epochs, the batch
+"""airbench's custom loop (`training.airbench_train.train_airbench`): only the epochs, the batch
 size and the validation split of a Recipe apply; the optimizer is `AIRBENCH_RECIPE`'s."""
 
 HANDWRITING = Recipe(
@@ -500,8 +500,8 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     """`model` answering the mean of its probabilities on an image and on its mirror image.
 
     Test-time augmentation for classes that keep their label when mirrored left to right
-    (CIFAR-10, whose recipes train with random horizontal flips); not for digits or
-    clothes. The wrapper takes and returns what `model` does, float32 (N, H, W, C) in
+    (`training.runs.MIRRORED_DATASETS`: CIFAR-10 and Fashion-MNIST, whose recipes train with
+    random horizontal flips); not for digits. The wrapper takes and returns what `model` does, float32 (N, H, W, C) in
     [0, 1] to (N, classes) probabilities, and shares `model`'s variables in the same
     order, so its parameter count and weights are `model`'s; one call costs two of
     `model`. On cifar10/vgg_bn v1 it moved test accuracy from 82.48% to 83.34%.

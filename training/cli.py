@@ -1,6 +1,8 @@
-"""Command line: `python -m training {train,compare,zoo,report}`.
+"""Command line: `python -m training {train,import,compare,zoo,ensemble,report}`.
 
 python -m training train --arch custom2 --dataset mnist
+python -m training train --arch custom2 --dataset folder:my_photos --image-size 64
+python -m training import my_model.keras --dataset pets --name catsdogs --classes cat,dog
 python -m training train --arch mlp --dataset mnist --quick --output-dir /tmp/store
 python -m training compare --dataset mnist
 python -m training zoo --only 'mnist/*'
@@ -53,7 +55,23 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `train`; recipe flags default to None, meaning the architecture's recipe."""
     settings = get_settings()
     parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
-    parser.add_argument("--dataset", default="mnist", help="mnist, fashion_mnist, cifar10 or folder:PATH")
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        help="mnist, fashion_mnist, cifar10, or folder:PATH: a folder (or .tar.gz) of class folders, or of "
+        "train/<class>/ and test/<class>/",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        help="folder datasets: resize every image to SIZE or HEIGHTxWIDTH pixels (default: the first image's size)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        help="folder datasets: 1 (grayscale) or 3 (RGB); default the first image's",
+    )
     parser.add_argument("--data-dir", type=Path, default=settings.data_dir, help="default: $DATA_DIR")
     parser.add_argument("--output-dir", type=Path, default=settings.models_dir, help="model store root")
     parser.add_argument(
@@ -80,7 +98,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--flip-average",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="export the mean of the probabilities of the image and its mirror image (CIFAR-10)",
+        help="export the mean of the probabilities of the image and its mirror image (CIFAR-10, Fashion-MNIST)",
     )
     parser.add_argument("--class-weight", type=_class_weight, help="'balanced' or JSON {index: weight}")
     recipe = parser.add_argument_group("recipe overrides (default: the architecture's recipe)")
@@ -123,10 +141,11 @@ def run_training(args: argparse.Namespace, command: str) -> Path:
     """Load the data, train, evaluate and export one model; return its version folder."""
     from training.datasets import load_dataset
     from training.export import export_model, git_commit, next_version
-    from training.train import QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, TrainConfig, train
+    from training.runs import QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, TrainConfig
+    from training.train import train
 
     commit = git_commit()  # the code this run starts from
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size, channels=args.channels)
     if args.quick:
         dataset = dataset.take(QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, seed=args.seed)
     class_weight = args.class_weight
@@ -270,8 +289,103 @@ def run_zoo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         run_training(train_args, command="python -m training " + shlex.join(argv))
 
 
+def _image_size(value: str) -> tuple[int, int]:
+    """Parse `--image-size`: `64` or `48x64` (height x width), pixels."""
+    try:
+        sizes = [int(part) for part in value.lower().split("x")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {value!r}") from error
+    if len(sizes) not in (1, 2) or min(sizes) < 8 or max(sizes) > 1024:
+        raise argparse.ArgumentTypeError(f"expected 8 to 1024 pixels as SIZE or HEIGHTxWIDTH, got {value!r}")
+    return (sizes[0], sizes[-1])
+
+
+def _input_range(value: str) -> tuple[float, float]:
+    """Parse `--input-range`: `LOW,HIGH`, e.g. `0,255`."""
+    try:
+        low, high = (float(part) for part in value.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0,1 or 0,255, got {value!r}") from error
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {value!r}")
+    return low, high
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `import`."""
+    settings = get_settings()
+    parser.add_argument("path", type=Path, help="a .keras or .h5 file, or a SavedModel folder")
+    parser.add_argument("--name", required=True, type=_store_name, help="the model's store name: model=DATASET/NAME")
+    parser.add_argument(
+        "--dataset",
+        default="custom",
+        type=_store_name,
+        help="the store's dataset folder (default custom); mnist, fashion_mnist or cifar10 also give the class "
+        "names, the preprocessing and the test split to measure it on",
+    )
+    classes = parser.add_mutually_exclusive_group()
+    classes.add_argument("--classes", help="class names in class-index order, comma-separated (default 0..N-1)")
+    classes.add_argument("--classes-file", type=Path, help="a file with one class name a line, in class-index order")
+    parser.add_argument(
+        "--preprocessing",
+        choices=["mnist", "fashion_mnist", "cifar10", "resize"],
+        help="how uploads become inputs (default: the dataset's recipe where it fits, else resize)",
+    )
+    parser.add_argument(
+        "--input-range",
+        type=_input_range,
+        default=(0.0, 1.0),
+        help="LOW,HIGH of the pixel values the model was trained on (default 0,1; 0,255 for raw pixels)",
+    )
+    parser.add_argument("--test-data", help="a dataset name or folder:PATH to measure test accuracy on")
+    parser.add_argument("--data-dir", type=Path, default=settings.data_dir, help="default: $DATA_DIR")
+    parser.add_argument("--output-dir", type=Path, default=settings.models_dir, help="model store root")
+    parser.add_argument("--version", type=int, help="version folder (default: next free)")
+    parser.add_argument("--force", action="store_true", help="replace an existing version folder")
+
+
+def run_import(args: argparse.Namespace, parser: argparse.ArgumentParser, *, command: str) -> None:
+    """`python -m training import`: write the version, print what was done and the curl line to try it."""
+    from training.importer import ImportError_, import_model
+
+    class_names: list[str] | None
+    if args.classes_file:
+        class_names = [line.strip() for line in args.classes_file.read_text().splitlines() if line.strip()]
+    else:
+        class_names = [name.strip() for name in args.classes.split(",")] if args.classes else None
+    try:
+        folder, metadata, softmax = import_model(
+            args.path,
+            name=args.name,
+            dataset=args.dataset,
+            store_dir=args.output_dir,
+            class_names=class_names,
+            preprocessing=args.preprocessing,
+            input_range=args.input_range,
+            test_data=args.test_data,
+            data_dir=args.data_dir,
+            version=args.version,
+            force=args.force,
+            command=command,
+        )
+    except (ImportError_, FileExistsError, FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
+    height, width, channels = metadata.input_shape
+    print(f"imported {args.path} as {metadata.model_id} v{metadata.version} in {folder}")
+    names = ", ".join(metadata.class_names[:10]) + (" ..." if len(metadata.class_names) > 10 else "")
+    print(f"  input {height}x{width}x{channels}, {len(metadata.class_names)} classes: {names}")
+    print(f"  preprocessing {metadata.preprocessing}; inputs in [0, 1] scaled to {list(args.input_range)}")
+    if softmax:
+        print("  the model answers logits: a softmax was added to make probabilities")
+    test = metadata.metrics.get("test")
+    if test is not None:
+        print(f"  test accuracy {test.accuracy:.4f} on {metadata.test_size} images ({args.test_data or args.dataset})")
+    print("try it (the server picks new versions up within MODEL_POLL_SECONDS):")
+    print(f"  curl -F image=@your_image.jpg 'http://127.0.0.1:8000/predict?model={metadata.model_id}'")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    """The argument parser with the `train`, `compare`, `zoo`, `ensemble` and `report` subcommands."""
+    """The argument parser with the `train`, `import`, `compare`, `zoo`, `ensemble` and `report` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
@@ -304,6 +418,9 @@ def make_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--version", type=int, help="version folder (default: next free)")
     ensemble.add_argument("--data-dir", type=Path, default=get_settings().data_dir)
     ensemble.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
+    _add_import_arguments(
+        commands.add_parser("import", help="put a Keras file or a SavedModel of your own in the store")
+    )
     report = commands.add_parser("report", help="redraw history.png and confusion_matrix.png from metadata.json")
     report.add_argument("versions", nargs="+", type=Path, help="store version folders")
     return parser
@@ -344,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (ValueError, FileNotFoundError) as error:
             parser.exit(1, f"error: {error}\n")
+    elif args.command == "import":
+        run_import(args, parser, command="python -m training " + shlex.join(argv))
     elif args.command == "report":
         from training.export import draw_reports
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
+    "TEST_FRACTION",
     "Dataset",
     "file_sha256",
     "load_dataset",
@@ -220,6 +221,24 @@ def _iter_folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
                 yield member.name.lstrip("./"), partial(bytes, data)
 
 
+TEST_FRACTION = 0.2
+"""Of a folder of class folders, the share of each class held out as the test split."""
+
+
+def _held_out(flat: list[tuple[str, bytes]]) -> dict[str, list[tuple[str, bytes]]]:
+    """Split (class, image) pairs into train and test: `TEST_FRACTION` of each class (at least
+    one image when it has two or more), chosen with seed 0 in the pairs' order."""
+    rng = np.random.default_rng(0)
+    split: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    for label in sorted({label for label, _ in flat}):
+        items = [item for item in flat if item[0] == label]
+        order = rng.permutation(len(items))
+        held = max(1, round(len(items) * TEST_FRACTION)) if len(items) > 1 else 0
+        split["test"] += [items[index] for index in order[:held]]
+        split["train"] += [items[index] for index in order[held:]]
+    return split
+
+
 def load_image_folder(
     root: Path,
     *,
@@ -229,11 +248,13 @@ def load_image_folder(
     channels: int | None = None,
     preprocessing: str = "resize",
 ) -> Dataset:
-    """Load an image-folder dataset: `train/<class>/*` and `test/<class>/*`.
+    """Load an image-folder dataset: `train/<class>/*` and `test/<class>/*`, or one folder
+    per class (`<class>/*`, as Keras' `image_dataset_from_directory` reads), of which a
+    fixed fifth of each class (`TEST_FRACTION`, seed 0) is held out as the test split.
 
     Args:
-        root: A directory or a .tar.gz archive holding `train/` and `test/` (a single
-            top-level folder around them is allowed).
+        root: A directory or a .tar.gz archive holding `train/` and `test/`, or the class
+            folders (a single top-level folder around them is allowed).
         name: Dataset id; defaults to `folder_<root stem>`.
         class_names: Class order; defaults to the sorted names of the `train/` subfolders.
         image_size: (height, width) in pixels; defaults to the size of the first image.
@@ -248,12 +269,19 @@ def load_image_folder(
         ValueError: No `train/` or `test/` images, or a test class unknown to train.
     """
     samples: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    flat: list[tuple[str, bytes]] = []
     for relative, read in _iter_folder_files(root):
         parts = relative.split("/")
-        if len(parts) >= 3 and parts[-3] in samples and relative.lower().endswith(IMAGE_SUFFIXES):
+        if not relative.lower().endswith(IMAGE_SUFFIXES) or len(parts) < 2:
+            continue
+        if len(parts) >= 3 and parts[-3] in samples:
             samples[parts[-3]].append((parts[-2], read()))
+        else:
+            flat.append((parts[-2], read()))
+    if not samples["train"] and not samples["test"] and flat:
+        samples = _held_out(sorted(flat, key=lambda item: item[0]))
     if not samples["train"] or not samples["test"]:
-        raise ValueError(f"{root}: expected images in train/<class>/ and test/<class>/")
+        raise ValueError(f"{root}: expected images in <class>/ folders, or in train/<class>/ and test/<class>/")
     names = class_names or tuple(sorted({label for label, _ in samples["train"]}))
     index = {label: i for i, label in enumerate(names)}
     unknown = {label for label, _ in samples["test"]} - index.keys()
@@ -333,14 +361,17 @@ DATASETS: dict[str, Callable[[Path], Dataset]] = {
 }
 
 
-def load_dataset(name: str, data_dir: Path) -> Dataset:
-    """Load a dataset by name: one of `DATASETS` or `folder:PATH`.
+def load_dataset(
+    name: str, data_dir: Path, *, image_size: tuple[int, int] | None = None, channels: int | None = None
+) -> Dataset:
+    """Load a dataset by name: one of `DATASETS` or `folder:PATH` (`load_image_folder`, its
+    images resized to `image_size` (height, width) and converted to `channels` if given).
 
     Raises:
         ValueError: Unknown dataset name.
     """
     if name.startswith("folder:"):
-        return load_image_folder(Path(name.removeprefix("folder:")))
+        return load_image_folder(Path(name.removeprefix("folder:")), image_size=image_size, channels=channels)
     try:
         loader = DATASETS[name]
     except KeyError:

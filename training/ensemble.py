@@ -32,7 +32,7 @@ from modelstore import INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNATURE_NAME, M
 from modelstore.layout import next_version, staging_folder, version_folders
 from training import reports
 from training.datasets import Dataset
-from training.train import split_validation
+from training.runs import split_validation
 
 __all__ = ["Member", "load_member", "make_ensemble", "search_members", "translate_average"]
 

@@ -26,8 +26,8 @@ from modelstore.layout import next_version, staging_folder
 from training import reports
 from training.config import PROJECT_ROOT
 from training.datasets import Dataset
+from training.runs import TrainConfig, TrainResult
 from training.store import warm_start_chain
-from training.train import TrainConfig, TrainResult
 
 __all__ = ["draw_reports", "export_model", "git_commit", "next_version", "save_serving_model"]
 

@@ -32,7 +32,15 @@ from app.inference.batching import DynamicBatcher, Input
 from app.inference.deadlines import CHECK_AFTER, LazyDeadline
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, expand
 from app.inference.preprocessing import image_preparation
-from modelstore import METADATA_FILE, PREPROCESSING_CHANNELS, ModelMetadata, preprocessing_fits
+from modelstore import (
+    METADATA_FILE,
+    OUTPUT_NAME,
+    PREPROCESSING_CHANNELS,
+    SAVED_MODEL_FILE,
+    SIGNATURE_NAME,
+    ModelMetadata,
+    preprocessing_fits,
+)
 
 if TYPE_CHECKING:
     from app.config import BatchingSettings
@@ -146,12 +154,23 @@ class Classification:
     inputs: np.ndarray
 
 
+IMPORT_COMMAND = "python -m training import {folder} --dataset {dataset} --name {arch}"
+"""How a SavedModel this project did not make gets its `metadata.json` (`training/importer.py`)."""
+
+
 def read_metadata(folder: Path) -> ModelMetadata:
     """Validate a version folder's `metadata.json` against the store's schema.
 
     Raises:
-        ModelLoadError: Missing, not JSON, not the schema, or not the folder it is in.
+        ModelLoadError: Missing (the message names the import command), not JSON, not the
+            schema, or not the folder it is in.
     """
+    if not (folder / METADATA_FILE).exists() and (folder / SAVED_MODEL_FILE).exists():
+        command = IMPORT_COMMAND.format(folder="PATH", dataset=folder.parent.parent.name, arch=folder.parent.name)
+        raise ModelLoadError(
+            f"a SavedModel without {METADATA_FILE} (not made by this project): import it with `{command}`"
+            " (PATH: the SavedModel folder, moved out of the store), or serve it as it is with INFER_METADATA=true"
+        )
     try:
         metadata = ModelMetadata.model_validate_json((folder / METADATA_FILE).read_bytes())
     except OSError as error:
@@ -165,6 +184,70 @@ def read_metadata(folder: Path) -> ModelMetadata:
             f"{METADATA_FILE} describes {metadata.model_id} v{metadata.version}, not {'/'.join(where)}"
         )
     return metadata
+
+
+def metadata_from_signature(folder: Path, saved_model: Any) -> ModelMetadata:
+    """The metadata TensorFlow Serving would assume for a SavedModel without ours: its
+    `serving_default` signature (or its only one), whose one input is float32 (N, H, W, C)
+    with C 1 or 3 and whose one output (or `probabilities`) is (N, classes); class names
+    `0`..`classes-1`, preprocessing `resize`, inputs in [0, 1], `source: inferred`.
+
+    Raises:
+        ModelLoadError: No usable signature, or one that is not an image classifier's.
+    """
+    signatures = dict(saved_model.signatures)
+    if not signatures:
+        raise ModelLoadError("the SavedModel has no signature")
+    name = SIGNATURE_NAME if SIGNATURE_NAME in signatures else next(iter(signatures))
+    if len(signatures) > 1 and name != SIGNATURE_NAME:
+        raise ModelLoadError(f"the SavedModel has signatures {sorted(signatures)} and no {SIGNATURE_NAME!r}")
+    function = signatures[name]
+    inputs = function.structured_input_signature[1]
+    outputs = function.structured_outputs
+    if len(inputs) != 1:
+        raise ModelLoadError(f"signature {name!r} takes {len(inputs)} inputs ({sorted(inputs)}), not one image batch")
+    ((input_name, spec),) = inputs.items()
+    shape = spec.shape.as_list() if spec.shape.rank is not None else []
+    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3) or spec.dtype.name != "float32":
+        raise ModelLoadError(
+            f"signature {name!r} takes {input_name!r} {spec.dtype.name} {shape}, not float32 (N, H, W, 1 or 3)"
+        )
+    output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else next(iter(outputs)) if len(outputs) == 1 else None
+    if output_name is None:
+        raise ModelLoadError(f"signature {name!r} returns {sorted(outputs)}: name one {OUTPUT_NAME!r}")
+    output_shape = outputs[output_name].shape.as_list()
+    if len(output_shape) != 2 or output_shape[1] is None or output_shape[1] < 2:
+        raise ModelLoadError(f"signature {name!r} returns {output_name!r} of shape {output_shape}, not (N, classes)")
+    parameters = sum(int(np.prod(variable.shape)) for variable in getattr(saved_model, "variables", ()))
+    try:
+        return ModelMetadata(
+            dataset=folder.parent.parent.name,
+            arch=folder.parent.name,
+            version=int(folder.name),
+            class_names=[str(index) for index in range(output_shape[1])],
+            input_shape=tuple(shape[1:]),
+            signature=name,
+            input_name=input_name,
+            output_name=output_name,
+            preprocessing="resize",
+            parameter_count=parameters,
+            source="inferred",
+        )
+    except ValidationError as error:
+        raise ModelLoadError(f"metadata inferred from the signature is invalid: {error.errors()[0]['msg']}") from None
+
+
+def _probe_inputs(shape: tuple[int, int, int]) -> np.ndarray:
+    """A few inputs of `shape` spanning [0, 1]: black, white, grey and noise; float32 (4, H, W, C)."""
+    noise = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    return np.concatenate([np.zeros((1, *shape)), np.ones((1, *shape)), np.full((1, *shape), 0.5), noise]).astype(
+        np.float32
+    )
+
+
+def _are_probabilities(rows: np.ndarray) -> bool:
+    """Whether every row is a probability distribution (values in [0, 1], sum 1 within 1e-3)."""
+    return bool(np.all(rows >= -1e-6) and np.all(rows <= 1 + 1e-6) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
 
 
 @dataclass(eq=False)
@@ -198,22 +281,43 @@ class ServedModel:
     in_flight: int = 0
 
     @classmethod
-    def load(cls, folder: Path, *, batching: BatchingSettings, limits: InputLimits, warm_up: bool) -> ServedModel:
+    def load(
+        cls,
+        folder: Path,
+        *,
+        batching: BatchingSettings,
+        limits: InputLimits,
+        warm_up: bool,
+        infer_metadata: bool = False,
+    ) -> ServedModel:
         """Load, check and (optionally) warm up one version folder; blocking.
 
+        Args:
+            folder: `<store>/<dataset>/<arch>/<version>`.
+            batching: The model's batching settings.
+            limits: What one request may cost.
+            warm_up: Call every batch-size bucket once.
+            infer_metadata: A folder with a SavedModel and no `metadata.json` is served with
+                metadata inferred from its signature (`infer_metadata`); else it is refused.
+
         Raises:
-            ModelLoadError: The metadata does not validate, the SavedModel does not load,
-                or its signature does not match the metadata.
+            ModelLoadError: The metadata does not validate (or is missing), the SavedModel
+                does not load, or its signature does not match the metadata.
         """
         import tensorflow as tf
 
         started = time.perf_counter()
-        metadata = read_metadata(folder)
+        inferred = infer_metadata and not (folder / METADATA_FILE).exists()
+        metadata = None if inferred else read_metadata(folder)
         try:
             saved_model = tf.saved_model.load(str(folder))
+            if metadata is None:
+                metadata = metadata_from_signature(folder, saved_model)
             function = saved_model.signatures[metadata.signature]
         except KeyError:
-            raise ModelLoadError(f"the SavedModel has no signature {metadata.signature!r}") from None
+            raise ModelLoadError(f"the SavedModel has no signature {metadata.signature!r}") from None  # type: ignore[union-attr]
+        except ModelLoadError:
+            raise
         except Exception as error:  # TensorFlow raises many kinds for a broken SavedModel
             raise ModelLoadError(f"the SavedModel does not load ({type(error).__name__})") from error
         inputs = function.structured_input_signature[1]
@@ -242,6 +346,12 @@ class ServedModel:
             raise ModelLoadError(
                 f"the model answers {list(probabilities.shape[1:])} values, "
                 f"metadata names {len(metadata.class_names)} classes"
+            )
+        if inferred and not _are_probabilities(model.predict_batch(_probe_inputs(metadata.input_shape))):
+            command = IMPORT_COMMAND.format(folder="PATH", dataset=metadata.dataset, arch=metadata.arch)
+            raise ModelLoadError(
+                f"the signature's output {metadata.output_name!r} is not probabilities (rows in [0, 1] summing to 1);"
+                f" import the SavedModel with `{command}`, which adds a softmax to logits"
             )
         if batching.enabled:
             model.batcher = DynamicBatcher(

@@ -13,6 +13,7 @@ policy; version labels (`stable`, `canary`) come from `labels.json` in the model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import anyio
 from app import metrics
 from app.errors import Conflict, ModelNotFound
 from app.inference.model import Admission, ModelLoadError, ServedModel
-from modelstore import version_folders
+from modelstore import METADATA_FILE, SAVED_MODEL_FILE, version_folders
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -127,7 +128,7 @@ class ModelRegistry:
     def _wanted(self) -> dict[VersionKey, Path]:
         """The version folders that should serve: in the store, allowed by the policy, not unloaded."""
         by_model: dict[tuple[str, str], dict[int, Path]] = {}
-        for dataset, arch, version, folder in version_folders(self.settings.models_dir):
+        for dataset, arch, version, folder in version_folders(self.settings.models_dir, bare=True):
             by_model.setdefault((dataset, arch), {})[version] = folder
         self._read_labels()
         self._disabled = self._read_unloaded()
@@ -208,6 +209,7 @@ class ModelRegistry:
                     batching=settings.batching_for(model_id),
                     limits=settings.input_limits,
                     warm_up=settings.warmup,
+                    infer_metadata=settings.infer_metadata,
                 )
             )
         except ModelLoadError as error:
@@ -255,7 +257,7 @@ class ModelRegistry:
                 root filesystem (409): change the store where it is built instead.
         """
         key = (dataset, arch, version)
-        folders = {(d, a, v) for d, a, v, _ in version_folders(self.settings.models_dir)}
+        folders = {(d, a, v) for d, a, v, _ in version_folders(self.settings.models_dir, bare=True)}
         if key not in folders:
             raise ModelNotFound(f"the store has no {dataset}/{arch} v{version}")
         path = self.settings.models_dir / dataset / arch / UNLOADED_FILE
@@ -362,10 +364,11 @@ class ModelRegistry:
 
 
 def _stamp(folder: Path) -> float:
-    try:
-        return (folder / "metadata.json").stat().st_mtime
-    except OSError:
-        return 0.0
+    """When the version's description last changed: its `metadata.json`, else its SavedModel."""
+    for name in (METADATA_FILE, SAVED_MODEL_FILE):
+        with contextlib.suppress(OSError):
+            return (folder / name).stat().st_mtime
+    return 0.0
 
 
 def _name(key: VersionKey) -> str:

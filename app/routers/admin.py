@@ -8,18 +8,17 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from app.deps import NAME_PATTERN, RegistryDep
+from app.errors import error_responses
 from app.inference.registry import RefreshReport
-from app.routers.predict import ERROR_RESPONSES
+from app.schemas import ErrorResponse
 from app.security import require_admin_key
 
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin_key)],
-    responses={**ERROR_RESPONSES, 401: ERROR_RESPONSES[400] | {"description": "no key, or an unknown one"},
-               403: ERROR_RESPONSES[400] | {"description": "not an admin key, or management disabled"},
-               409: ERROR_RESPONSES[400] | {"description": "the model store cannot be written (read-only)"}},
-)  # fmt: skip
+    responses=error_responses(ErrorResponse, 401, 403, 404, 409, 422, 503),
+)
 
 DatasetPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
 ArchPath = Annotated[str, Path(pattern=NAME_PATTERN, examples=["custom2"])]

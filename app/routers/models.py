@@ -50,6 +50,7 @@ def summarize(model: ServedModel, versions: list[int], labels: dict[str, int], *
         parameter_count=metadata.parameter_count,
         class_names=model.class_names,
         preprocessing=model.preprocessing,
+        source=metadata.source,
         metrics=metadata.metrics,
         test_accuracy=metadata.test_accuracy,
         epochs_run=metadata.epochs_run,

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
-from app.errors import UnsupportedImage, ValidationFailed
+from app.errors import UnsupportedImage, ValidationFailed, error_responses
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
 from app.inference.preprocessing import FORMAT_NAMES, Method
+from app.middleware import admitted
 from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse
 from app.security import require_api_key
@@ -35,19 +36,8 @@ SEND_AN_IMAGE = (
     'application/json {"image": "<base64>"}, or the image file as the body with Content-Type image/png'
 )
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "malformed request (bad JSON, base64 or multipart)",
-        404: "unknown model or version",
-        408: "the body did not arrive within the read timeout",
-        413: "body over MAX_UPLOAD_BYTES, image over MAX_IMAGE_PIXELS, or too many images",
-        415: "not a decodable image, or an unsupported content type",
-        422: "missing field, empty body or invalid parameter",
-        503: "models not loaded yet, or overloaded (retry after `Retry-After` seconds)",
-        504: "the deadline (X-Request-Timeout or REQUEST_TIMEOUT_SECONDS) passed before the model ran",
-    }.items()
-}
+ERROR_RESPONSES = error_responses(ErrorResponse, 400, 404, 408, 413, 415, 422, 503, 504)
+"""The native API's error statuses."""
 
 
 class PredictParameters(ModelParameters):
@@ -205,6 +195,7 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
     openapi_extra=OPENAPI_EXTRA,
     summary="Classify images",
 )
+@admitted
 async def predict(request: Request) -> JSONResponse:
     """Classify one or more images (multipart field `image`, JSON base64, or the image file as the body)
     with the model named in `model`."""

@@ -16,9 +16,25 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
-from app.errors import BadRequest, ModelNotFound, protocol_fallback, protocol_route, render_message_error
-from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_json
+from app.deps import (
+    ModelNamePath,
+    RegistryDep,
+    TimeoutHeader,
+    deadline_after,
+    registry_of,
+    resolve_model_name,
+    settings_of,
+)
+from app.errors import (
+    BadRequest,
+    ModelNotFound,
+    error_responses,
+    protocol_fallback,
+    protocol_route,
+    render_message_error,
+)
+from app.inference import EncodedImage, ModelInput, ModelRegistry, Tensor, read_json
+from app.middleware import admitted
 from app.schemas import EXAMPLE_PNG_BASE64
 from app.security import require_api_key
 from modelstore import SIGNATURE_NAME
@@ -50,32 +66,10 @@ router = APIRouter(
     prefix="/v1/models",
     tags=["tensorflow-serving"],
     route_class=protocol_route(render_message_error),
-    responses={
-        400: {"model": TFServingError, "description": "malformed request"},
-        404: {"model": TFServingError, "description": "unknown model or version"},
-        408: {"model": TFServingError, "description": "the body did not arrive within the read timeout"},
-        413: {"model": TFServingError, "description": "body, image or tensor over its limit, or too many instances"},
-        415: {"model": TFServingError, "description": "a b64 instance is not a decodable image"},
-        503: {"model": TFServingError, "description": "models not loaded yet, or overloaded (see Retry-After)"},
-        504: {"model": TFServingError, "description": "the deadline passed before the model ran"},
-    },
+    responses=error_responses(TFServingError, 400, 404, 408, 413, 415, 503, 504),
 )
 
-NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
-
-
-def resolve(registry: ModelRegistry, name: str, version: int | str | None) -> ServedModel:
-    """The model `<dataset>-<arch>`, or the dataset's default model `<dataset>`, at `version`,
-    a number or a label (default newest).
-
-    Raises:
-        ModelNotFound: No such model or version (404).
-    """
-    dataset, separator, arch = name.partition("-")
-    if not separator:
-        return registry.get(name, version=version)
-    return registry.get(arch, dataset=dataset, version=version)
 
 
 def parse_instance(instance: Any, index: int) -> ModelInput:
@@ -160,7 +154,7 @@ async def run_predict(request: Request, name: str, version: int | str | None) ->
         name: The model's TF Serving name.
         version: A version number, a version label, or None for the newest.
     """
-    model = resolve(registry_of(request), name, version)
+    model = resolve_model_name(registry_of(request), name, version)
     deadline = deadline_after(request)
     inputs, columnar = parse_predict(await read_json(request, settings_of(request).body_limits))
     result = await model.classify(inputs, deadline=deadline, disconnected=request.receive)
@@ -174,7 +168,8 @@ async def run_predict(request: Request, name: str, version: int | str | None) ->
     summary="Predict (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
-async def predict(name: NamePath, request: Request) -> dict[str, Any]:
+@admitted
+async def predict(name: ModelNamePath, request: Request) -> dict[str, Any]:
     """TF Serving predict on the newest version: `{"instances": [...]}` or `{"inputs": ...}`."""
     return await run_predict(request, name, None)
 
@@ -185,8 +180,9 @@ async def predict(name: NamePath, request: Request) -> dict[str, Any]:
     summary="Predict on a version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
+@admitted
 async def predict_version(
-    name: NamePath,
+    name: ModelNamePath,
     version: VersionPath,
     request: Request,
 ) -> dict[str, Any]:
@@ -200,8 +196,9 @@ async def predict_version(
     summary="Predict on a labelled version (TF Serving)",
     openapi_extra=PREDICT_BODY,
 )
+@admitted
 async def predict_label(
-    name: NamePath,
+    name: ModelNamePath,
     label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
     request: Request,
 ) -> dict[str, Any]:
@@ -215,7 +212,7 @@ def version_status(registry: ModelRegistry, name: str, version: int | None) -> d
     Raises:
         ModelNotFound: No such model or version (404).
     """
-    newest = resolve(registry, name, None)
+    newest = resolve_model_name(registry, name, None)
     versions = registry.versions(newest.dataset, newest.arch)
     if version is not None and version not in versions:
         raise ModelNotFound(f"Servable not found for request: Specific({name}, {version})")
@@ -229,13 +226,13 @@ def version_status(registry: ModelRegistry, name: str, version: int | None) -> d
 
 
 @router.get("/{name:model_name}", summary="Model status (TF Serving)")
-async def model_status(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
+async def model_status(registry: RegistryDep, name: ModelNamePath) -> dict[str, Any]:
     """Version status of every loaded version, as TF Serving reports it."""
     return version_status(registry, name, None)
 
 
 @router.get("/{name:model_name}/versions/{version:int}", summary="Model version status (TF Serving)")
-async def model_version_status(registry: RegistryDep, name: NamePath, version: VersionPath) -> dict[str, Any]:
+async def model_version_status(registry: RegistryDep, name: ModelNamePath, version: VersionPath) -> dict[str, Any]:
     """Status of one version."""
     return version_status(registry, name, version)
 
@@ -243,11 +240,11 @@ async def model_version_status(registry: RegistryDep, name: NamePath, version: V
 @router.get("/{name:model_name}/labels/{label:version_ref}", summary="Labelled version status (TF Serving)")
 async def model_label_status(
     registry: RegistryDep,
-    name: NamePath,
+    name: ModelNamePath,
     label: Annotated[str, Path(description="version label, e.g. `stable`", examples=["stable"])],
 ) -> dict[str, Any]:
     """Status of the version a label points at."""
-    return version_status(registry, name, resolve(registry, name, label).version)
+    return version_status(registry, name, resolve_model_name(registry, name, label).version)
 
 
 def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
@@ -259,9 +256,9 @@ def _tensor_info(name: str, shape: list[int]) -> dict[str, Any]:
 
 
 @router.get("/{name:model_name}/metadata", summary="Model metadata (TF Serving)")
-async def model_metadata(registry: RegistryDep, name: NamePath) -> dict[str, Any]:
+async def model_metadata(registry: RegistryDep, name: ModelNamePath) -> dict[str, Any]:
     """The `serving_default` signature of the newest version, in TF Serving's format."""
-    model = resolve(registry, name, None)
+    model = resolve_model_name(registry, name, None)
     metadata = model.metadata
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},

@@ -30,9 +30,18 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from app import DISTRIBUTION, __version__
-from app.deps import RegistryDep, TimeoutHeader, deadline_after, registry_of, settings_of
-from app.errors import BadRequest, NotReady, protocol_fallback, protocol_route, render_message_error
+from app.deps import (
+    ModelNamePath,
+    RegistryDep,
+    TimeoutHeader,
+    deadline_after,
+    registry_of,
+    resolve_model_name,
+    settings_of,
+)
+from app.errors import BadRequest, NotReady, error_responses, protocol_fallback, protocol_route, render_message_error
 from app.inference import EncodedImage, ModelInput, ModelRegistry, ServedModel, Tensor, read_body, read_json
+from app.middleware import admitted
 from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64
 from app.security import require_api_key
@@ -55,18 +64,9 @@ router = APIRouter(
     prefix="/v2",
     tags=["open-inference-protocol"],
     route_class=protocol_route(render_message_error),
-    responses={
-        400: {"model": V2Error, "description": "bad request"},
-        404: {"model": V2Error, "description": "unknown model or version"},
-        408: {"model": V2Error, "description": "the body did not arrive within the read timeout"},
-        413: {"model": V2Error, "description": "body, image or tensor over its limit, or too many images"},
-        415: {"model": V2Error, "description": "an image_bytes element is not a decodable image"},
-        503: {"model": V2Error, "description": "models not loaded yet, or overloaded (see Retry-After)"},
-        504: {"model": V2Error, "description": "the deadline (the `timeout` parameter, microseconds) passed"},
-    },
+    responses=error_responses(V2Error, 400, 404, 408, 413, 415, 503, 504),
 )
 
-NamePath = Annotated[str, Path(description="`<dataset>-<arch>`", examples=["mnist-custom2"])]
 VersionPath = Annotated[str, Path(description="version number or label (`stable`)", examples=["1"])]
 
 
@@ -113,19 +113,6 @@ class ModelMetadataResponse(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
-
-
-def resolve(registry: ModelRegistry, name: str, version: str | None) -> ServedModel:
-    """The model `<dataset>-<arch>` at `version` (default newest); a name without `-` is a
-    dataset's default model (`mnist`) or an architecture of `DEFAULT_DATASET`.
-
-    Raises:
-        ModelNotFound: No such model or version (404).
-    """
-    dataset, separator, arch = name.partition("-")
-    if not separator:
-        return registry.get(name, version=version)
-    return registry.get(arch, dataset=dataset, version=version)
 
 
 def _split_bytes_elements(raw: bytes, count: int) -> list[bytes]:
@@ -358,7 +345,7 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
         name: The model's name on this surface (`<dataset>-<arch>`).
         version: A version number, a version label, or None for the newest.
     """
-    model = resolve(registry_of(request), name, version)
+    model = resolve_model_name(registry_of(request), name, version)
     deadline = deadline_after(request)
     limits = settings_of(request).body_limits
     declared = request.headers.get(HEADER_LENGTH)
@@ -397,7 +384,7 @@ async def ready(registry: RegistryDep) -> ServerReadiness:
 
 
 def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadataResponse:
-    model = resolve(registry, name, version)
+    model = resolve_model_name(registry, name, version)
     versions = (
         [str(model.version)] if version else [str(v) for v in sorted(registry.versions(model.dataset, model.arch))]
     )
@@ -414,7 +401,7 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelM
 
 
 @router.get("/models/{name}", response_model=ModelMetadataResponse, summary="Model metadata")
-async def model_metadata(registry: RegistryDep, name: NamePath) -> ModelMetadataResponse:
+async def model_metadata(registry: RegistryDep, name: ModelNamePath) -> ModelMetadataResponse:
     """Inputs, outputs, datatypes, shapes, platform and versions of a model."""
     return _metadata(registry, name, None)
 
@@ -424,15 +411,17 @@ async def model_metadata(registry: RegistryDep, name: NamePath) -> ModelMetadata
     response_model=ModelMetadataResponse,
     summary="Model version metadata",
 )
-async def model_version_metadata(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelMetadataResponse:
+async def model_version_metadata(
+    registry: RegistryDep, name: ModelNamePath, version: VersionPath
+) -> ModelMetadataResponse:
     """Inputs, outputs, datatypes, shapes and platform of one version."""
     return _metadata(registry, name, version)
 
 
 @router.get("/models/{name}/ready", response_model=ModelReadiness, summary="Model readiness")
-async def model_ready(registry: RegistryDep, name: NamePath) -> ModelReadiness:
+async def model_ready(registry: RegistryDep, name: ModelNamePath) -> ModelReadiness:
     """200 when the model is loaded and serving."""
-    resolve(registry, name, None)
+    resolve_model_name(registry, name, None)
     return ModelReadiness(name=name, ready=True)
 
 
@@ -441,9 +430,9 @@ async def model_ready(registry: RegistryDep, name: NamePath) -> ModelReadiness:
     response_model=ModelReadiness,
     summary="Model version readiness",
 )
-async def model_version_ready(registry: RegistryDep, name: NamePath, version: VersionPath) -> ModelReadiness:
+async def model_version_ready(registry: RegistryDep, name: ModelNamePath, version: VersionPath) -> ModelReadiness:
     """200 when the version is loaded and serving."""
-    resolve(registry, name, version)
+    resolve_model_name(registry, name, version)
     return ModelReadiness(name=name, ready=True)
 
 
@@ -454,7 +443,8 @@ async def model_version_ready(registry: RegistryDep, name: NamePath, version: Ve
     openapi_extra=INFER_BODY,
     response_model=None,
 )
-async def model_infer(name: NamePath, request: Request) -> Response:
+@admitted
+async def model_infer(name: ModelNamePath, request: Request) -> Response:
     """Classify a batch with the newest version: FP32 `images` or BYTES `image_bytes`, JSON or binary."""
     return await infer(request, name, None)
 
@@ -466,8 +456,9 @@ async def model_infer(name: NamePath, request: Request) -> Response:
     openapi_extra=INFER_BODY,
     response_model=None,
 )
+@admitted
 async def model_version_infer(
-    name: NamePath,
+    name: ModelNamePath,
     version: VersionPath,
     request: Request,
 ) -> Response:

@@ -105,3 +105,27 @@ def test_a_head_over_max_header_bytes_gets_431_and_a_large_one_under_it_is_serve
         large.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nCookie: " + b"a" * 12000 + b"\r\n\r\n")
         assert _read_response(large).startswith(b"HTTP/1.1 200")
         assert _heads_refused(url, "too_large") == 1
+
+
+def test_uvicorns_private_protocol_still_has_what_head_limits_builds_on() -> None:
+    # HeadLimitsProtocol subclasses uvicorn's HttpToolsProtocol, which is not public API:
+    # pyproject pins uvicorn to the minor version this checks, and an upgrade that changes
+    # the methods or attributes it overrides or reads fails here, not in production.
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    overridden = {
+        "connection_made": ["self", "transport"],
+        "connection_lost": ["self", "exc"],
+        "data_received": ["self", "data"],
+        "on_message_begin": ["self"],
+        "on_headers_complete": ["self"],
+    }
+    for name, parameters in overridden.items():
+        assert list(inspect.signature(getattr(HttpToolsProtocol, name)).parameters) == parameters, name
+    constructor = inspect.getsource(HttpToolsProtocol.__init__)
+    for attribute in ("loop", "app_state", "connections", "transport", "cycle"):
+        assert re.search(rf"self\.{attribute}\b\s*[:=]", constructor), attribute
+    assert "self.connections.add(self)" in inspect.getsource(HttpToolsProtocol.connection_made)
+    assert "self.response_complete" in inspect.getsource(RequestResponseCycle.__init__)

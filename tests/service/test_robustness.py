@@ -357,3 +357,15 @@ def test_png_text_chunks_are_bounded(client: TestClient) -> None:
         Image.open(io.BytesIO(bomb))  # Pillow stops at MAX_TEXT_CHUNK, set by the service
     response = client.post("/predict?model=tiny", files=upload(bomb))
     assert response.status_code == 415 and "corrupt" in response.json()["error"]["message"]
+
+
+def test_the_prediction_routes_are_the_admitted_ones() -> None:
+    # Admission counts and bounds what is marked `admitted`: every route that runs a model
+    # (the ones behind the API key), and nothing else (health, metrics, models, admin).
+    from app.middleware import ADMITTED, api_routes
+    from app.security import require_api_key
+
+    routes = list(api_routes(create_app(Settings(models_dir=DATA)).routes))
+    keyed = {route.path for route in routes if any(d.call is require_api_key for d in route.dependant.dependencies)}
+    assert {route.path for route in routes if route.endpoint in ADMITTED} == keyed
+    assert {"/predict", "/v2/models/{name}/infer"} <= keyed and "/readyz" not in keyed

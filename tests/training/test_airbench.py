@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.airbench import _Augmenter, build_airbench, triangle, whitening_kernel
+from training.airbench import build_airbench, whitening_kernel
+from training.airbench_train import _Augmenter, triangle
 
 
 def test_parameter_count_and_layers() -> None:

@@ -12,7 +12,7 @@ from modelstore import ModelMetadata
 from tests.conftest import export_tiny_model
 from training.datasets import Dataset
 from training.ensemble import load_member, make_ensemble, search_members
-from training.train import split_validation
+from training.runs import split_validation
 
 
 def test_search_keeps_the_subset_most_accurate_on_validation() -> None:

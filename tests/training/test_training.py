@@ -130,3 +130,25 @@ def test_recipe_overrides() -> None:
     assert recipe.early_stopping_patience is None
     assert recipe.options == {"dropout": 0.1}
     assert recipe.batch_size == 32
+
+
+def test_a_folder_of_class_folders_trains_and_serves(tmp_path: Path) -> None:
+    from app.config import Settings
+    from app.main import create_app
+    from tests.images import encode
+    from tests.make_shapes import draw_shape, make_shapes
+
+    root = make_shapes(tmp_path / "shapes", per_class=20)
+    store = tmp_path / "store"
+    argv = ["train", "--arch", "lenet", "--dataset", f"folder:{root}", "--image-size", "32", "--quick"]
+    assert main([*argv, "--output-dir", str(store), "--run-dir", str(tmp_path / "run")]) == 0
+    metadata = json.loads((store / "folder_shapes" / "lenet" / "1" / "metadata.json").read_text())
+    assert metadata["class_names"] == ["circle", "square", "triangle"]
+    assert metadata["input_shape"] == [32, 32, 3] and metadata["preprocessing"] == "resize"
+    assert metadata["test_size"] == 12  # a fifth of each class held out
+    assert 0.0 <= metadata["metrics"]["test"]["accuracy"] <= 1.0
+    photo = encode(draw_shape("circle", np.random.default_rng(5)), "PNG")
+    with TestClient(create_app(Settings(models_dir=store))) as client:
+        answer = client.post("/predict?model=folder_shapes/lenet", files=upload(photo))
+        assert answer.status_code == 200, answer.text
+        assert set(answer.json()["probabilities"]) == {"circle", "square", "triangle"}

@@ -12,8 +12,9 @@ import pytest
 from training.architectures import ARCHITECTURES
 from training.cli import ZOO_FILE, main, resolve_recipe
 from training.datasets import load_dataset
+from training.runs import TrainConfig
 from training.store import read_store, warm_start_chain
-from training.train import TrainConfig, train
+from training.train import train
 
 STORE = Path(__file__).resolve().parents[2] / "models_store"
 
