@@ -30,6 +30,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import pillow_heif
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, UnsupportedImage
@@ -386,6 +387,28 @@ def _border_median(pixels: np.ndarray, *, corners_only: bool = False) -> int:
     return int(np.partition(values, middle)[middle])
 
 
+def _rank_filter(image: Image.Image, size: int, *, maximum: bool) -> Image.Image:
+    """Pillow's `MaxFilter(size)` (or `MinFilter`) of an `L` image, the same pixels (edges
+    replicated, as Pillow does), computed separably: a square window's maximum is the
+    maximum of its rows' maxima. O(size) per pixel where Pillow's rank filter is O(size**2):
+    0.3 ms against 21 ms for a 31-pixel window on a 75x75 thumbnail."""
+    half = size // 2
+    padded = np.pad(_pixels(image), half, mode="edge")
+    reduce = np.max if maximum else np.min
+    rows = reduce(sliding_window_view(padded, size, axis=1), axis=-1)
+    return _gray_image(np.ascontiguousarray(reduce(sliding_window_view(rows, size, axis=0), axis=-1)))
+
+
+def _max_filter(image: Image.Image, size: int) -> Image.Image:
+    """`ImageFilter.MaxFilter(size)` of an `L` image (`_rank_filter`)."""
+    return _rank_filter(image, size, maximum=True)
+
+
+def _min_filter(image: Image.Image, size: int) -> Image.Image:
+    """`ImageFilter.MinFilter(size)` of an `L` image (`_rank_filter`)."""
+    return _rank_filter(image, size, maximum=False)
+
+
 def _thumbnail(gray: Image.Image) -> tuple[Image.Image, int] | None:
     """`gray` reduced by a whole factor to about `LIGHTING_GRID` pixels on its longer side,
     and that factor; None for an image smaller than `LIGHTING_GRID` on either side (a crop
@@ -453,9 +476,9 @@ def _ink_beside(small: Image.Image, sheet: np.ndarray) -> bool:
     within `LIGHTING_KERNEL` of them. Then the darker part is paper in a shadow, not a desk,
     and the digit may lie in it."""
     pixels = _pixels(small)
-    away = ~_pixels(_gray_image(sheet.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(5))).astype(bool)
+    away = ~_pixels(_max_filter(_gray_image(sheet.astype(np.uint8) * 255), 5)).astype(bool)
     darker = _gray_image(np.where(away, pixels, 0).astype(np.uint8))
-    local = _pixels(darker.filter(ImageFilter.MaxFilter(_odd(LIGHTING_KERNEL * max(small.size))))).astype(np.float32)
+    local = _pixels(_max_filter(darker, _odd(LIGHTING_KERNEL * max(small.size)))).astype(np.float32)
     ink = away & (pixels < INK_RATIO * local)
     ink &= _pixels(_gray_image(ink.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 127
     return int(np.count_nonzero(ink)) >= INK_BESIDE
@@ -559,7 +582,7 @@ def _paper_estimate(small: Image.Image, kernel: int, ink: np.ndarray, *, light_p
     # Where the narrow closing is as dark as ink, it kept a stroke: the wide estimate
     # holds there and around it, over the stroke's soft edge.
     strokes = _gray_image(np.where((narrow < INK_RATIO * wide) | ink, 255, 0).astype(np.uint8))
-    near_strokes = _pixels(strokes.filter(ImageFilter.MaxFilter(_odd(STROKE_EDGE * side))))
+    near_strokes = _pixels(_max_filter(strokes, _odd(STROKE_EDGE * side)))
     return _gray_image(np.where(near_strokes > 0, wide, narrow).astype(np.uint8))
 
 
@@ -577,7 +600,7 @@ def _ink_mask(small: Image.Image, *, light_paper: bool, darkest: float) -> np.nd
     and ink alike, so it is not ink; a 3x3 median drops specks. `_stroke_width` of the mask
     is the width of the image's strokes."""
     pixels = _pixels(small) if light_paper else 255 - _pixels(small)
-    paper = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
+    paper = _pixels(_max_filter(_gray_image(pixels), _odd(LOCAL_PAPER * max(small.size))))
     paper = np.maximum(paper.astype(np.float32), 1.0)
     # Light ink (orange, yellow, a grey pencil) reflects more than INK_RATIO: the threshold
     # rises with the darkest ink of the image at full size, up to LIGHT_INK.
@@ -609,7 +632,7 @@ def _takes_ink_for_paper(small: Image.Image, paper: np.ndarray, ink: np.ndarray,
     if not inner.any():
         return False
     pixels = _pixels(small) if light_paper else 255 - _pixels(small)
-    near = _pixels(_gray_image(pixels).filter(ImageFilter.MaxFilter(_odd(LOCAL_PAPER * max(small.size)))))
+    near = _pixels(_max_filter(_gray_image(pixels), _odd(LOCAL_PAPER * max(small.size))))
     estimate = (paper if light_paper else 255 - paper).astype(np.float32)[inner]
     values = pixels.astype(np.float32)[inner]
     against_near = 1.0 - values / np.maximum(near.astype(np.float32)[inner], 1.0)
@@ -621,10 +644,8 @@ def _without_strokes(small: Image.Image, kernel: int, *, dark: bool) -> Image.Im
     """`small` without its strokes narrower than a square kernel of side `kernel` (odd,
     pixels): a grayscale closing (max then min filter) removes dark strokes, an opening
     (min then max) bright ones (`dark=False`)."""
-    first, second = (
-        (ImageFilter.MaxFilter, ImageFilter.MinFilter) if dark else (ImageFilter.MinFilter, ImageFilter.MaxFilter)
-    )
-    return small.filter(first(kernel)).filter(second(kernel))
+    first, second = (_max_filter, _min_filter) if dark else (_min_filter, _max_filter)
+    return second(first(small, kernel), kernel)
 
 
 def _light_on_dark(gray: Image.Image, *, corners_only: bool = False) -> tuple[Image.Image, int]:
@@ -811,7 +832,7 @@ def _fit_digit(ink: Image.Image, box: int) -> Image.Image:
     missing = MNIST_STROKE * 2 * box - _stroke_width(_pixels(large) > 127)
     kernel = min(5, 2 * round(missing / 2) + 1) if missing >= 1.0 else 1
     if kernel >= 3:
-        large = large.filter(ImageFilter.MaxFilter(kernel))
+        large = _max_filter(large, kernel)
     return _resize(large, (max(1, round(width * scale / 2)), max(1, round(height * scale / 2))))
 
 
