@@ -11,7 +11,7 @@ from __future__ import annotations
 import anyio
 from fastapi import Request
 
-from app.inference.preprocessing import image_preparation
+from app.inference.model import image_preparation
 from app.main import create_app
 from app.routers.predict import read_images
 

@@ -24,7 +24,8 @@ from PIL import ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.inference.preprocessing import load_image, open_image, preprocess_cifar  # noqa: E402
+from app.inference.decoding import load_image, open_image  # noqa: E402
+from app.inference.preprocessing import preprocess_cifar  # noqa: E402
 from benchmarks.uploads import CIFAR_VARIANTS  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-import app.inference.preprocessing  # noqa: F401  (registers pillow-heif's HEIF plugin, as the service does)
+import app.inference.decoding  # noqa: F401  (registers pillow-heif's HEIF plugin, as the service does)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:

@@ -8,9 +8,9 @@ its `classify`; limits, preprocessing, batching and the model call live here.
 from __future__ import annotations
 
 from app.inference.body import BodyLimits, FormPart, read_body, read_json, read_multipart
+from app.inference.encoding import encode_model_input
 from app.inference.inputs import EncodedImage, InputLimits, ModelInput, Tensor
 from app.inference.model import Classification, ModelLoadError, ServedModel
-from app.inference.preprocessing import encode_model_input
 from app.inference.registry import FailedVersion, ModelRegistry
 
 __all__ = [

@@ -17,7 +17,8 @@ from pydantic import Field
 from app.deps import ModelParameters, TimeoutHeader, deadline_after, registry_of, settings_of
 from app.errors import UnsupportedImage, ValidationFailed, error_responses
 from app.inference import BodyLimits, EncodedImage, encode_model_input, read_body, read_json, read_multipart
-from app.inference.preprocessing import FORMAT_NAMES, Method
+from app.inference.decoding import FORMAT_NAMES
+from app.inference.preprocessing import Method
 from app.middleware import admitted
 from app.responses import JSONResponse
 from app.schemas import EXAMPLE_PNG_BASE64, BatchPredictResponse, ErrorResponse, PredictResponse

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFilter
 
 from app.errors import PayloadTooLarge, UnsupportedImage
-from app.inference.preprocessing import decode_image, prepare_image, preprocess
+from app.inference.decoding import decode_image
+from app.inference.preprocessing import prepare_image, preprocess
 from tests.conftest import DATA
 from tests.images import digit_on_paper, encode, png_declaring
 
