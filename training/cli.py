@@ -54,7 +54,10 @@ def _store_name(value: str) -> str:
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `train`; recipe flags default to None, meaning the architecture's recipe."""
     settings = get_settings()
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    parser.add_argument(
+        "--arch", required=True, choices=sorted(ARCHITECTURES), metavar="ARCH",
+        help=f"the architecture (training/architectures.py): {', '.join(sorted(ARCHITECTURES))}",
+    )  # fmt: skip
     parser.add_argument(
         "--dataset",
         default="mnist",
@@ -84,13 +87,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--version", type=int, help="version folder (default: next free)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of the shuffle, the validation split, the initial weights and dropout",
+    )
     parser.add_argument(
         "--split-seed", type=int, help="seed of the validation split alone (default: --seed); same images, new network"
     )
     parser.add_argument("--quick", action="store_true", help="512 train / 256 test images, one epoch")
     parser.add_argument("--resume", action="store_true", help="continue from the last backed-up epoch")
-    parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument(
+        "--steps-per-execution", type=int, default=1, help="training steps per call into the TensorFlow graph"
+    )
     parser.add_argument(
         "--initial-weights", type=Path, help="start from a store version folder of this architecture or a .weights.h5"
     )
@@ -102,17 +112,25 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--class-weight", type=_class_weight, help="'balanced' or JSON {index: weight}")
     recipe = parser.add_argument_group("recipe overrides (default: the architecture's recipe)")
-    recipe.add_argument("--optimizer", choices=["adam", "sgd"])
-    recipe.add_argument("--learning-rate", type=float)
-    recipe.add_argument("--momentum", type=float)
-    recipe.add_argument("--epochs", type=int)
-    recipe.add_argument("--batch-size", type=int)
-    recipe.add_argument("--validation-split", type=float)
-    recipe.add_argument("--lr-schedule", choices=["plateau", "exponential", "none"])
+    recipe.add_argument("--optimizer", choices=["adam", "sgd"], help="Adam, or SGD with --momentum")
+    recipe.add_argument("--learning-rate", type=float, help="initial rate (default 1e-3 for Adam, 1e-2 for SGD)")
+    recipe.add_argument("--momentum", type=float, help="SGD momentum")
+    recipe.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+    recipe.add_argument("--batch-size", type=int, help="images per step")
+    recipe.add_argument(
+        "--validation-split", type=float, help="fraction of the training images held out for validation"
+    )
+    recipe.add_argument(
+        "--lr-schedule",
+        choices=["plateau", "exponential", "none"],
+        help="halve the rate when val_loss stalls, decay it every --decay-epochs, or keep it",
+    )
     recipe.add_argument("--decay-epochs", type=float, help="exponential schedule: epochs per decay")
     recipe.add_argument("--decay-rate", type=float, help="exponential schedule: factor per decay")
     recipe.add_argument("--patience", type=int, help="early stopping patience; 0 disables it")
-    recipe.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    recipe.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=None, help="augment the training images"
+    )
     recipe.add_argument("--augmentation", choices=["standard", "handwriting", "uploads"], help="what --augment applies")
     recipe.add_argument("--dropout", type=float, help="dropout rate, where the architecture has one")
     recipe.add_argument("--l2", type=float, help="L2 weight, where the architecture has one")
@@ -390,20 +408,20 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train one model and export it to the store"))
     compare = commands.add_parser("compare", help="leaderboard of the models in the store")
-    compare.add_argument("--dataset")
+    compare.add_argument("--dataset", help="only this dataset's models")
     compare.add_argument("--markdown", action="store_true", help="print a Markdown table")
     compare.add_argument(
         "--write", type=Path, help="put the Markdown table between the MODEL_TABLE markers of this file"
     )
-    compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
+    compare.add_argument("--output-dir", type=Path, default=get_settings().models_dir, help="model store root")
     zoo = commands.add_parser("zoo", help="train every model of the zoo file missing from the store")
     zoo.add_argument("--only", help="glob on <dataset>/<arch>, e.g. 'fashion_mnist/*'")
-    zoo.add_argument("--zoo-file", type=Path, default=ZOO_FILE)
-    zoo.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
-    zoo.add_argument("--force", action="store_true")
-    zoo.add_argument("--quick", action="store_true")
+    zoo.add_argument("--zoo-file", type=Path, default=ZOO_FILE, help="the models to train (default training/zoo.toml)")
+    zoo.add_argument("--output-dir", type=Path, default=get_settings().models_dir, help="model store root")
+    zoo.add_argument("--force", action="store_true", help="train again models already in the store")
+    zoo.add_argument("--quick", action="store_true", help="quick mode for every model (tests)")
     ensemble = commands.add_parser("ensemble", help="export an ensemble of store models as one model")
-    ensemble.add_argument("--dataset", default="mnist")
+    ensemble.add_argument("--dataset", default="mnist", help="the members' dataset")
     ensemble.add_argument("--members", required=True, help="comma-separated arch or arch:version, e.g. custom2,custom4")
     ensemble.add_argument("--weights", help="comma-separated weights, one per member (default equal)")
     ensemble.add_argument("--search", action="store_true", help="keep the subset most accurate on the validation split")
@@ -416,8 +434,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     ensemble.add_argument("--arch", default="ensemble", help="the store name of the ensemble")
     ensemble.add_argument("--version", type=int, help="version folder (default: next free)")
-    ensemble.add_argument("--data-dir", type=Path, default=get_settings().data_dir)
-    ensemble.add_argument("--output-dir", type=Path, default=get_settings().models_dir)
+    ensemble.add_argument("--data-dir", type=Path, default=get_settings().data_dir, help="default: $DATA_DIR")
+    ensemble.add_argument("--output-dir", type=Path, default=get_settings().models_dir, help="model store root")
     _add_import_arguments(
         commands.add_parser("import", help="put a Keras file or a SavedModel of your own in the store")
     )
