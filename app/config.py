@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     model_batching: dict[str, BatchingSettings] = {}
     warmup: bool = Field(True, description="run every batch-size bucket once at load")
+    explain_max_images: int = Field(1, ge=1, le=64, description="images one `/explain` request may hold (413 above)")
+    explain_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="longest an explanation may compute before it is stopped (504); the first of a model also "
+        "traces its gradient (cifar10/ensemble: 17 s, then 6 s)",
+    )
+    explain_max_in_flight: int = Field(
+        2,
+        ge=1,
+        description="explanations computing at once in a worker, each in one thread; more get 503 at once, so "
+        "`/explain` never crowds out `/predict`",
+    )
     infer_metadata: bool = Field(
         False,
         description="serve a version folder that holds a SavedModel and no metadata.json, as TensorFlow Serving "

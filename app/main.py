@@ -23,7 +23,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__, errors, fast_path, logs, metrics, middleware
 from app.config import Settings, usable_cpus
-from app.routers import admin, health, models, operations, page, predict, tf_serving, v2
+from app.routers import admin, explain, health, models, operations, page, predict, tf_serving, v2
 from app.security import KeyRing
 
 logger = logging.getLogger("app")
@@ -194,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(tf_serving.router)
     app.include_router(v2.router)

@@ -32,6 +32,8 @@ __all__ = [
     "BATCH_SIZE",
     "BUILD_INFO",
     "CONTENT_TYPE_LATEST",
+    "EXPLAIN_DURATION",
+    "EXPLANATIONS",
     "HEADS_REFUSED",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
@@ -91,6 +93,17 @@ REJECTED = Counter(
     "inference_requests_rejected_total",
     "Requests for a model refused: overloaded, deadline_exceeded or bad_input.",
     ["model", "reason"],
+)
+EXPLANATIONS = Counter(
+    "explanations_total",
+    "Explanations asked for, by outcome: ok, overloaded, deadline_exceeded, bad_input or failed.",
+    ["model", "method", "outcome"],
+)
+EXPLAIN_DURATION = Histogram(
+    "explanation_duration_seconds",
+    "Time to compute one explanation (the attribution map), seconds.",
+    ["model", "method"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 MODEL_LOADED = Gauge(
     "model_loaded",
