@@ -42,6 +42,7 @@ function showError(message) {
   $("top").textContent = "";
   $("bars").replaceChildren();
   $("seen").hidden = true;
+  $("why").hidden = true;
 }
 
 async function loadModels() {
@@ -117,12 +118,67 @@ async function predict(blob) {
   else showError(answer);
 }
 
+// Why: an attribution map from POST /explain over the model's input, for the predicted
+// class or the class clicked in the bars.
+let explainCount = 0;
+
+async function explainClass(classIndex) {
+  if (!lastImage) return;
+  const count = ++explainCount;
+  const form = new FormData();
+  form.append("image", lastImage, lastImage.name ?? "image.png");
+  $("why-caption").textContent = "Computing…";
+  $("why-error").hidden = true;
+  let response;
+  try {
+    response = await fetch(
+      `/explain?model=${encodeURIComponent(current.model)}&class_index=${classIndex}`,
+      { method: "POST", body: form },
+    );
+  } catch (error) {
+    if (count === explainCount) showWhyError(`the service cannot be reached: ${error.message}`);
+    return;
+  }
+  const answer = response.ok ? await response.json() : await errorMessage(response);
+  if (count !== explainCount) return;
+  if (!response.ok) {
+    showWhyError(answer);
+    return;
+  }
+  $("why-overlay").src = `data:image/png;base64,${answer.overlay}`;
+  const how = answer.method === "occlusion" ? "occlusion" : "integrated gradients";
+  $("why-caption").textContent =
+    `Red raised the probability of ${answer.explained_class_name} (${percent(answer.probabilities[answer.explained_class_index].probability)}), ` +
+    `blue lowered it (${how}).`;
+  $("why-figure").hidden = false;
+}
+
+function showWhyError(message) {
+  $("why-error").textContent = message;
+  $("why-error").hidden = false;
+  $("why-caption").textContent = "";
+}
+
 function render(result) {
   $("error").hidden = true;
+  $("why").hidden = false;
+  $("why-figure").hidden = true;
+  $("why-error").hidden = true;
+  explainCount++;
+  $("why-button").onclick = () => explainClass(result.class_index);
   $("top").textContent = `${result.class_name} (${percent(result.confidence)} sure)`;
   const rows = result.probabilities.map((item) => {
     const row = document.createElement("li");
     row.className = item.class_index === result.class_index ? "best" : "";
+    row.tabIndex = 0;
+    row.title = `Why ${item.class_name}?`;
+    row.addEventListener("click", () => explainClass(item.class_index));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        explainClass(item.class_index);
+      }
+    });
     const label = document.createElement("span");
     label.className = "label";
     label.textContent = item.class_name;
@@ -185,6 +241,8 @@ function drawingChanged(delay) {
     $("bars").replaceChildren();
     $("seen").hidden = true;
     $("error").hidden = true;
+    $("why").hidden = true;
+    explainCount++;
     return;
   }
   predictTimer = setTimeout(() => $("canvas").toBlob((blob) => blob && predict(blob), "image/png"), delay);

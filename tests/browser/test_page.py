@@ -236,3 +236,33 @@ def test_docs_work_offline_and_try_it_out_answers(page: sync_api.Page) -> None:
     redoc_logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"
     outside = [url for url in requested if not url.startswith((served, "data:", f"blob:{served}", redoc_logo))]
     assert not outside, outside
+
+
+def test_why_shows_what_raised_the_predicted_class_and_any_clicked_one(page: sync_api.Page) -> None:
+    open_page(page)
+    page.locator("#file").set_input_files(DATA / "7.png")
+    sync_api.expect(page.locator("#top")).to_contain_text("7 (")
+    page.locator("#why-button").click()
+    overlay = page.locator("#why-overlay")
+    sync_api.expect(overlay).to_be_visible()
+    sync_api.expect(page.locator("#why-caption")).to_contain_text("Red raised the probability of 7")
+    assert overlay.evaluate("image => image.naturalWidth") == 224
+    shoot(page, "why-seven")
+    page.locator("#bars li").nth(1).click()  # the class "1"
+    sync_api.expect(page.locator("#why-caption")).to_contain_text("probability of 1 (")
+    page.locator("#bars li").nth(3).focus()
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#why-caption")).to_contain_text("probability of 3 (")
+
+
+def test_why_works_for_a_photo_and_a_cifar_model(page: sync_api.Page, tmp_path: Path) -> None:
+    open_page(page, "cifar10/vgg_bn")
+    photo = tmp_path / "ship.jpg"
+    sky = np.zeros((120, 160, 3), np.uint8) + np.array([90, 140, 230], np.uint8)
+    sky[80:100, 30:130] = (110, 110, 115)
+    Image.fromarray(sky).save(photo, quality=90)
+    page.locator("#file").set_input_files(photo)
+    sync_api.expect(page.locator("#top")).to_contain_text("(")
+    page.locator("#why-button").click()
+    sync_api.expect(page.locator("#why-overlay")).to_be_visible()
+    sync_api.expect(page.locator("#why-caption")).to_contain_text("Red raised the probability of")
