@@ -127,10 +127,10 @@ class Settings(BaseSettings):
         "traces its gradient (cifar10/ensemble: 17 s, then 6 s)",
     )
     explain_max_in_flight: int = Field(
-        2,
+        1,
         ge=1,
-        description="explanations computing at once in a worker, each in one thread; more get 503 at once, so "
-        "`/explain` never crowds out `/predict`",
+        description="explanations computing at once in a worker, each in one thread and paced while predictions "
+        "are in flight; more get 503 at once, so `/explain` never crowds out `/predict`",
     )
     infer_metadata: bool = Field(
         False,

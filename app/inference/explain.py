@@ -35,8 +35,9 @@ __all__ = ["Explanation", "Method", "blurred", "explain", "overlay_png"]
 
 Method = Literal["integrated_gradients", "occlusion"]
 
-PATH_BATCH = 64
-"""Path points (or occluded copies) per call of the model: bounds the memory of one call."""
+PATH_BATCH = 16
+"""Path points (or occluded copies) per call of the model: bounds the memory of one call and
+the time between two `check`s, where a caller may pause the explanation for predictions."""
 
 BLUR_FRACTION = 1 / 6
 """The blurred baseline's Gaussian radius, as a fraction of the input's longer side."""
