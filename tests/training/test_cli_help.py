@@ -25,7 +25,6 @@ def test_every_option_has_help(command: str, parser: argparse.ArgumentParser) ->
     silent = [
         "/".join(action.option_strings) or action.dest
         for action in parser._actions
-        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
-        and not action.help
+        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help
     ]
     assert not silent, f"{command}: options without help: {silent}"
