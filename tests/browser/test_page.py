@@ -266,3 +266,18 @@ def test_why_works_for_a_photo_and_a_cifar_model(page: sync_api.Page, tmp_path: 
     page.locator("#why-button").click()
     sync_api.expect(page.locator("#why-overlay")).to_be_visible()
     sync_api.expect(page.locator("#why-caption")).to_contain_text("Red raised the probability of")
+
+
+def test_why_explains_a_drawing(page: sync_api.Page) -> None:
+    open_page(page)
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + 50)
+    page.mouse.down()
+    for step in range(1, 19):
+        page.mouse.move(x, box["y"] + 50 + step * 10)
+    page.mouse.up()
+    sync_api.expect(page.locator("#top")).to_contain_text("1 (")
+    page.locator("#why-button").click()
+    sync_api.expect(page.locator("#why-caption")).to_contain_text("Red raised the probability of 1")
