@@ -12,7 +12,7 @@ sets it; in the peer's environment, with the peer's trained weights from `setup.
     .venv/bin/python benchmarks/model_cost.py --session custom2 mlp # in a TF1 session, as TF Serving runs it
     /tmp/tsenv/bin/python benchmarks/model_cost.py --torch custom2 mlp
 
-Random inputs of shape (batch, 28, 28, 1) in [0, 1] (PyTorch: (batch, 1, 28, 28)); the
+Random inputs of the model's input shape in [0, 1] (the peer's: (batch, 1, 28, 28)); the
 probabilities are computed as each server does (PyTorch: softmax of the logits).
 """
 
@@ -42,9 +42,18 @@ def per_image(call: Callable[[], object], batch_size: int) -> float:
     return (time.process_time() - started) * 1e6 / repeats / batch_size
 
 
-def newest_version(arch: str) -> Path:
-    """The store's newest version folder of `mnist/<arch>`."""
-    return max((ROOT / "models_store" / "mnist" / arch).iterdir(), key=lambda path: int(path.name))
+def newest_version(model: str) -> Path:
+    """The store's newest version folder of `<dataset>/<arch>`, or of `mnist/<arch>`."""
+    dataset, _, arch = model.rpartition("/")
+    folder = ROOT / "models_store" / (dataset or "mnist") / arch
+    return max((path for path in folder.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
+
+
+def input_shape(model: str) -> tuple[int, int, int]:
+    """(height, width, channels) of a store model's input, from its metadata."""
+    import json
+
+    return tuple(json.loads((newest_version(model) / "metadata.json").read_text())["input_shape"])  # type: ignore[return-value]
 
 
 def savedmodel_call(arch: str, batch: np.ndarray, *, xla: bool = False) -> Callable[[], object]:
@@ -108,7 +117,9 @@ def torch_call(arch: str, batch: np.ndarray, weights: Path) -> Callable[[], obje
 def main() -> None:
     """Print the CPU us per image of each architecture at each batch size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("archs", nargs="+", help="MNIST architectures: custom2, mlp")
+    parser.add_argument(
+        "archs", nargs="+", help="store models, `<dataset>/<arch>` or an MNIST architecture: custom2 cifar10/airbench"
+    )
     parser.add_argument("--torch", action="store_true", help="time the TorchServe peer's PyTorch network")
     parser.add_argument("--xla", action="store_true", help="time the SavedModel's signature compiled by XLA")
     parser.add_argument("--session", action="store_true", help="time the SavedModel run in a TF1 session")
@@ -121,7 +132,8 @@ def main() -> None:
     for arch in args.archs:
         costs = []
         for batch_size in args.batch_sizes:
-            batch = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
+            shape = (28, 28, 1) if args.torch else input_shape(arch)
+            batch = rng.random((batch_size, *shape), dtype=np.float32)
             if args.torch:
                 call = torch_call(arch, batch, args.weights)
             elif args.session:
