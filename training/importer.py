@@ -260,8 +260,9 @@ def import_model(
             dataset's recipe where it fits the model's channels, else `resize`.
         input_range: (low, high) of the pixel values the model was trained on: (0, 1) or
             (0, 255); the service always sends [0, 1], which the wrapper scales.
-        test_data: A dataset name or `folder:PATH` to measure test accuracy on; default
-            `dataset` when it is a known one and fits the model, else none.
+        test_data: A dataset name or `folder:PATH` to measure test accuracy on (refused if it
+            does not fit the model); default `dataset`'s test split when it is a known one
+            and fits, else none.
         data_dir: Where the known datasets are (`../shared/datasets`).
         version: Version folder; default the next free one.
         force: Replace an existing version folder.
@@ -302,11 +303,18 @@ def import_model(
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     save_wrapped(model, staging, input_range=input_range, softmax=softmax)
-    if test_data is None and known is not None:
-        test_data = dataset
     measured: dict[str, Any] = {}
     if test_data is not None:
-        measured = _evaluate(staging, test_data, data_dir, model.input_shape, class_names)
+        try:
+            measured = _evaluate(staging, test_data, data_dir, model.input_shape, class_names)
+        except Exception:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    elif known is not None:  # the dataset's own test split, where the model fits it
+        try:
+            measured = _evaluate(staging, dataset, data_dir, model.input_shape, class_names)
+        except ImportError_ as error:
+            logger.warning("not measured on %s's test split: %s", dataset, error)
     metadata = ModelMetadata(
         dataset=dataset,
         arch=name,

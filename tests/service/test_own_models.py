@@ -10,6 +10,7 @@ the image's pixels and answer `bright` for a light image and `dark` for a dark o
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -178,3 +179,26 @@ def test_a_bare_savedmodel_is_listed_as_failed_or_served_with_inferred_metadata(
             item["model"]: item["reason"] for item in httpx.get(f"http://{url}/models", timeout=30).json()["failed"]
         }
         assert "not probabilities" in failed["shapes/raw_logits"]  # logits: it needs the import's softmax
+
+
+def test_a_model_of_a_known_dataset_is_measured_on_its_test_split(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.save(tmp_path / "digits.keras")
+    argv = ["import", str(tmp_path / "digits.keras"), "--dataset", "mnist", "--name", "mine"]
+    assert training_cli([*argv, "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "store")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metadata = json.loads((tmp_path / "store" / "mnist" / "mine" / "1" / "metadata.json").read_text())
+    assert metadata["class_names"] == [str(digit) for digit in range(10)] and metadata["preprocessing"] == "mnist"
+    assert metadata["test_size"] == 10_000 and 0.0 <= metadata["metrics"]["test"]["accuracy"] <= 1.0
+    assert metadata["source"] == "imported" and len(metadata["source_sha256"]) == 64
+    # A model that does not fit the dataset is imported unmeasured, unless test data was asked for.
+    brightness_model((28, 28, 1), softmax=True).save(tmp_path / "two.keras")
+    two = ["import", str(tmp_path / "two.keras"), "--dataset", "mnist", "--name", "two", "--data-dir", str(data_dir)]
+    assert training_cli([*two, "--output-dir", str(tmp_path / "store")]) == 0
+    with pytest.raises(SystemExit):
+        training_cli([*two, "--test-data", "mnist", "--output-dir", str(tmp_path / "store"), "--version", "2"])
+    assert "has 10 classes; the model answers 2" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "store" / "mnist" / "two").iterdir()) == ["1"]  # no staging left
