@@ -79,11 +79,8 @@ def open_page(page: sync_api.Page, model: str | None = None) -> None:
     sync_api.expect(page.locator("#model")).to_be_enabled()
 
 
-def test_a_drawn_vertical_line_is_a_one(page: sync_api.Page) -> None:
-    open_page(page)
-    from app.config import Settings
-
-    sync_api.expect(page.locator("#model")).to_have_value(f"mnist/{Settings().default_models['mnist']}")
+def draw_vertical_line(page: sync_api.Page) -> None:
+    """Draw a vertical stroke down the middle of the canvas with the mouse."""
     box = page.locator("#canvas").bounding_box()
     assert box is not None
     x = box["x"] + box["width"] / 2
@@ -92,6 +89,14 @@ def test_a_drawn_vertical_line_is_a_one(page: sync_api.Page) -> None:
     for step in range(1, 19):
         page.mouse.move(x, box["y"] + 50 + step * 10)
     page.mouse.up()
+
+
+def test_a_drawn_vertical_line_is_a_one(page: sync_api.Page) -> None:
+    open_page(page)
+    from app.config import Settings
+
+    sync_api.expect(page.locator("#model")).to_have_value(f"mnist/{Settings().default_models['mnist']}")
+    draw_vertical_line(page)
     sync_api.expect(page.locator("#top")).to_contain_text("1 (")
     sync_api.expect(page.locator("#seen")).to_be_visible()
     shoot(page, "drawn-one")
@@ -270,14 +275,7 @@ def test_why_works_for_a_photo_and_a_cifar_model(page: sync_api.Page, tmp_path: 
 
 def test_why_explains_a_drawing(page: sync_api.Page) -> None:
     open_page(page)
-    box = page.locator("#canvas").bounding_box()
-    assert box is not None
-    x = box["x"] + box["width"] / 2
-    page.mouse.move(x, box["y"] + 50)
-    page.mouse.down()
-    for step in range(1, 19):
-        page.mouse.move(x, box["y"] + 50 + step * 10)
-    page.mouse.up()
+    draw_vertical_line(page)
     sync_api.expect(page.locator("#top")).to_contain_text("1 (")
     page.locator("#why-button").click()
     sync_api.expect(page.locator("#why-caption")).to_contain_text("Red raised the probability of 1")
