@@ -173,6 +173,58 @@ def save_ensemble(
     tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: serve})
 
 
+def _validation_images(dataset: Dataset, members: list[Member]) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """The validation images every member held out: (x_val, y_val, seed, fraction).
+
+    Raises:
+        ValueError: The members held out different images, or their metadata do not say which.
+    """
+    splits = {member.name: (member.metadata.validation_seed, (member.metadata.recipe or {}).get("validation_split"))
+              for member in members}  # fmt: skip
+    seeds = {seed for seed, _ in splits.values()}
+    if len(seeds) != 1:
+        raise ValueError(f"members held out different validation images (seed, fraction): {splits}")
+    seed, fraction = seeds.pop(), min((f for _, f in splits.values() if f is not None), default=None)
+    if seed is None or fraction is None or any(f is None for _, f in splits.values()):
+        raise ValueError("the members' metadata do not record the validation split (seed, validation_split)")
+    _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction=fraction, seed=seed)
+    return x_val, y_val, seed, fraction
+
+
+def _chosen(
+    members: list[Member],
+    val: dict[str, np.ndarray],
+    y_val: np.ndarray,
+    *,
+    search: bool,
+    weights: list[float] | None,
+    max_members: int,
+) -> list[Member]:
+    """The members to export, weighted: the subset `search_members` finds best on validation,
+    or all of them with the given `weights`.
+
+    Raises:
+        ValueError: No subset beats its best member alone, or weights not matching the members.
+    """
+    if search:
+        names, accuracy = search_members(val, y_val, max_members=max_members)
+        logger.info("search on %d validation images chose %s (%.4f)", len(y_val), names, accuracy)
+        single, single_accuracy = max(((name, np.mean(p.argmax(1) == y_val)) for name, p in val.items()),
+                                      key=lambda item: item[1])  # fmt: skip
+        if accuracy <= single_accuracy:
+            raise ValueError(
+                f"no ensemble of these members beats {single} alone on the validation split "
+                f"({accuracy:.4f} vs {single_accuracy:.4f}); nothing exported"
+            )
+        return [member for member in members if member.name in names]
+    if weights is not None:
+        if len(weights) != len(members):
+            raise ValueError(f"{len(weights)} weights for {len(members)} members")
+        for member, weight in zip(members, weights, strict=True):
+            member.weight = weight
+    return members
+
+
 def make_ensemble(
     dataset: Dataset,
     references: list[str],
@@ -201,37 +253,12 @@ def make_ensemble(
     members = [load_member(store_dir, dataset.name, reference) for reference in references]
     if len(members) < (1 if translate else 2):
         raise ValueError("an ensemble needs at least two members (or one with translated views)")
-    splits = {member.name: (member.metadata.validation_seed, (member.metadata.recipe or {}).get("validation_split"))
-              for member in members}  # fmt: skip
-    seeds = {seed for seed, _ in splits.values()}
-    if len(seeds) != 1:
-        raise ValueError(f"members held out different validation images (seed, fraction): {splits}")
-    seed, fraction = seeds.pop(), min((f for _, f in splits.values() if f is not None), default=None)
-    if seed is None or fraction is None or any(f is None for _, f in splits.values()):
-        raise ValueError("the members' metadata do not record the validation split (seed, validation_split)")
-    _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction=fraction, seed=seed)
+    x_val, y_val, seed, fraction = _validation_images(dataset, members)
     started = time.perf_counter()
     val = {member.name: member.probabilities(x_val, translate=translate) for member in members}
     for member in members:
         logger.info("%s: validation accuracy %.4f", member.name, np.mean(val[member.name].argmax(1) == y_val))
-    if search:
-        names, accuracy = search_members(val, y_val, max_members=max_members)
-        logger.info("search on %d validation images chose %s (%.4f)", len(y_val), names, accuracy)
-        single, single_accuracy = max(((name, np.mean(p.argmax(1) == y_val)) for name, p in val.items()),
-                                      key=lambda item: item[1])  # fmt: skip
-        if accuracy <= single_accuracy:
-            raise ValueError(
-                f"no ensemble of these members beats {single} alone on the validation split "
-                f"({accuracy:.4f} vs {single_accuracy:.4f}); nothing exported"
-            )
-        members = [member for member in members if member.name in names]
-    elif weights is not None:
-        if len(weights) != len(members):
-            raise ValueError(f"{len(weights)} weights for {len(members)} members")
-        for member, weight in zip(members, weights, strict=True):
-            member.weight = weight
-
-    total = sum(member.weight for member in members)
+    members = _chosen(members, val, y_val, search=search, weights=weights, max_members=max_members)
 
     def mean(probabilities: dict[str, np.ndarray]) -> np.ndarray:
         rows = [probabilities[member.name] for member in members]
@@ -246,7 +273,28 @@ def make_ensemble(
     }
     logger.info("ensemble %s: validation %.4f, test %.4f", [m.name for m in members], metrics["val"]["accuracy"],
                 metrics["test"]["accuracy"])  # fmt: skip
+    run = {"seconds": seconds, "seed": seed, "fraction": fraction, "val_size": len(y_val), "search": search,
+           "references": references, "command": command}  # fmt: skip
+    target = _export(dataset, members, test_mean, metrics, run, store_dir=store_dir, arch=arch, version=version,
+                     translate=translate)  # fmt: skip
+    print(json.dumps({"exported": str(target), **{k: round(v["accuracy"], 4) for k, v in metrics.items()}}))
+    return target
 
+
+def _export(
+    dataset: Dataset,
+    members: list[Member],
+    test_mean: np.ndarray,
+    metrics: dict[str, dict[str, float]],
+    run: dict[str, Any],
+    *,
+    store_dir: Path,
+    arch: str,
+    version: int | None,
+    translate: bool,
+) -> Path:
+    """Write the ensemble's SavedModel, reports and metadata through the staging folder."""
+    total = sum(member.weight for member in members)
     version = version or next_version(store_dir, dataset.name, arch)
     target = store_dir / dataset.name / arch / str(version)
     staging = staging_folder(target)
@@ -275,15 +323,15 @@ def make_ensemble(
         ],
         "parameter_count": sum(member.metadata.parameter_count for member in members),
         "metrics": metrics,
-        "val_size": len(y_val),
+        "val_size": run["val_size"],
         "test_size": len(dataset.y_test),
         "confusion_matrix": matrix.tolist(),
         "per_class": reports.per_class_metrics(matrix, dataset.class_names),
-        "training_seconds": round(seconds, 1),
-        "seed": seed,
-        "recipe": {"ensemble": "weighted mean of probabilities", "search": search, "validation_split": fraction,
-                   "candidates": references, "translate": translate},
-        "command": public_command(command),
+        "training_seconds": round(run["seconds"], 1),
+        "seed": run["seed"],
+        "recipe": {"ensemble": "weighted mean of probabilities", "search": run["search"],
+                   "validation_split": run["fraction"], "candidates": run["references"], "translate": translate},
+        "command": public_command(run["command"]),
         "data_source": Path(dataset.source).name if "/" in dataset.source else dataset.source,
         "data_sha256": dataset.sha256,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -295,5 +343,4 @@ def make_ensemble(
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    print(json.dumps({"exported": str(target), **{k: round(v["accuracy"], 4) for k, v in metrics.items()}}))
     return target

@@ -38,3 +38,15 @@ def test_the_paths_a_page_names_exist(page: Path) -> None:
     )
     missing = sorted(path for path in named if not (PROJECT_ROOT / path).exists())
     assert not missing, f"{page.name} names files that do not exist: {missing}"
+
+
+def test_the_store_counts_the_docs_quote_are_the_stores() -> None:
+    from modelstore import version_folders
+
+    versions = list(version_folders(STORE))
+    models = {(dataset, arch) for dataset, arch, _, _ in versions}
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    quoted = re.search(r"The store holds (\d+) versions of (\d+) models", readme)
+    assert quoted is not None and (int(quoted.group(1)), int(quoted.group(2))) == (len(versions), len(models))
+    performance = (PROJECT_ROOT / "docs" / "performance.md").read_text()
+    assert f"{len(versions)} versions of which {len(models)} served" in performance
