@@ -20,22 +20,40 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.inference.body import JSON_STRUCTURE_VALUES, BodyLimits
 from app.inference.inputs import InputLimits
 
-__all__ = ["BatchingSettings", "Settings"]
+__all__ = ["CGROUP_ROOT", "BatchingSettings", "Settings", "usable_cpus"]
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on: its CPU affinity, bounded by a cgroup v2 CPU quota (a
-    container's `--cpus`, a Kubernetes CPU limit; rounded up: 1.5 CPUs are 2). Every thread
-    pool and the number of workers are sized from it, never from `os.cpu_count()`, which
-    counts the whole machine."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+"""Where Linux mounts the control groups a process (or a container) sees as its own."""
+
+
+def usable_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may run on: its CPU affinity (`--cpuset-cpus`, `taskset`), bounded
+    by its cgroup's CPU quota (a container's `--cpus`, a Kubernetes CPU limit; rounded up:
+    1.5 CPUs are 2), read from cgroup v2's `cpu.max` or cgroup v1's `cpu/cpu.cfs_quota_us`
+    and `cpu.cfs_period_us` under `cgroup_root`. Every thread pool, TensorFlow's threads and
+    the number of workers are sized from it, never from `os.cpu_count()`, which counts the
+    whole machine."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):  # no cgroup v2, or not Linux
-        pass
+    quota = _cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
     return max(1, cpus)
+
+
+def _cpu_quota(cgroup_root: Path) -> float | None:
+    """The cgroup's CPU quota in CPUs (quota over period), or None when there is none."""
+    try:  # cgroup v2: "max 100000" or "150000 100000"
+        quota, period = (cgroup_root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1: a quota of -1 is none
+        quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):  # no cgroup, or not Linux
+        return None
 
 
 class BatchingSettings(BaseModel):
@@ -143,7 +161,11 @@ class Settings(BaseSettings):
         ge=0,
         description="TensorFlow threads per op; default the usable CPUs less one, left to the event loop",
     )
-    inter_op_threads: int = Field(2, ge=0)
+    inter_op_threads: int = Field(
+        default_factory=lambda: min(2, usable_cpus()),
+        ge=0,
+        description="TensorFlow ops run side by side; default two, one on a single usable CPU",
+    )
     fpmath_mode: Literal["strict", "bf16"] = Field(
         "strict",
         description="oneDNN's math for float32 convolutions and matrix products: `strict` float32, or `bf16` "

@@ -59,11 +59,12 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             import tensorflow as tf
 
         metrics.BUILD_INFO.labels(app.version, tf.__version__).set(1)
+        # TensorFlow's counts as it reports them back, so a deployment can check them.
         logger.info(
             "threads: %d usable CPU(s), intra_op_threads=%d inter_op_threads=%d preprocess_threads=%d",
             usable_cpus(),
-            settings.intra_op_threads,
-            settings.inter_op_threads,
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
             settings.preprocess_threads,
         )
         registry = ModelRegistry(settings)

@@ -67,6 +67,24 @@ fi
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
 echo "container test passed: user $user, ready in ${ready} s on port $PORT, image $(python3 -c "print(f'{$size / 2**30:.2f} GiB')")"
 
+# CPUs counted from the container's quota, not the machine's: `--cpus 1` must give one
+# worker, one TensorFlow thread per op and pool, one preparation thread (app.config.usable_cpus).
+"$ENGINE" rm -f "$NAME" >/dev/null
+ONE_CPU_PORT=$((PORT + 1))
+"$ENGINE" run -d --name "$NAME" --network host --cpus 1 -e PORT="$ONE_CPU_PORT" "$IMAGE" >/dev/null
+for _ in $(seq 1 120); do
+  if curl -sf "http://127.0.0.1:$ONE_CPU_PORT/readyz" >/dev/null; then break; fi
+  sleep 0.5
+done
+start_lines=$("$ENGINE" logs "$NAME" 2>&1 | grep -E "WORKERS=auto|threads: " || true)
+echo "$start_lines" | grep -q "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" \
+  && echo "$start_lines" | grep -q "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" \
+  || { echo "$start_lines"; echo "--cpus 1 was not counted as one CPU"; exit 1; }
+curl -sf -F image=@tests/data/7.png "http://127.0.0.1:$ONE_CPU_PORT/predict?model=custom2" >/dev/null \
+  || { echo "not serving with --cpus 1"; exit 1; }
+echo "--cpus 1: one worker, intra_op_threads=1 inter_op_threads=1 preprocess_threads=1"
+"$ENGINE" rm -f "$NAME" >/dev/null
+
 # The Kubernetes manifests as written, in a pod runtime: `podman kube play` of deploy/k8s's
 # ConfigMap and Deployment (read-only root, runAsUser, the /tmp emptyDir, envFrom) on this
 # image, the Secret created as a podman secret (podman 4.3 misreads kind: Secret). What
@@ -115,8 +133,12 @@ PY
   answer=$(curl -sf -H "X-API-Key: $key" -F image=@tests/data/7.png "http://127.0.0.1:$KUBE_PORT/predict?model=custom2")
   python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert body['class_index'] == 7, body" "$answer"
   curl -sf "http://127.0.0.1:$KUBE_PORT/metrics" | grep -q '^http_requests_total' || { echo "/metrics is missing"; exit 1; }
+  # The Deployment's CPU limit reaches the app as a cgroup quota, which it counts its CPUs by.
+  limit=$(.venv/bin/python -c "import yaml; (c,) = yaml.safe_load(open('deploy/k8s/deployment.yaml'))['spec']['template']['spec']['containers']; print(float(c['resources']['limits']['cpu']))")
+  seen=$(podman exec "$pod_container" python -c "from app.config import CGROUP_ROOT, _cpu_quota; print(_cpu_quota(CGROUP_ROOT))")
+  [ "$seen" = "$limit" ] || { echo "the pod's CPU quota reads $seen, not the Deployment's limit $limit"; exit 1; }
   grace=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('deploy/k8s/deployment.yaml'))['spec']['template']['spec']['terminationGracePeriodSeconds'])")
   stopping=$(date +%s)
   timeout "$grace" podman kube down "$played/pod.yaml" >/dev/null || { echo "the pod did not stop within its grace period ($grace s)"; exit 1; }
-  echo "Kubernetes manifests passed in podman kube play: ready in ${kube_ready} s, no restart, 401 without a key, 7 with the Secret's key, /metrics, stopped in $(( $(date +%s) - stopping )) s (grace ${grace} s)"
+  echo "Kubernetes manifests passed in podman kube play: ready in ${kube_ready} s, no restart, 401 without a key, 7 with the Secret's key, /metrics, CPU limit $limit seen by the app, stopped in $(( $(date +%s) - stopping )) s (grace ${grace} s)"
 fi

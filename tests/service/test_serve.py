@@ -105,6 +105,25 @@ def test_auto_workers_one_per_cpu_as_half_the_free_memory_holds() -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
 
 
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "100000 100000\n"}, 1),  # cgroup v2, `--cpus 1`
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs round up
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup
+    ],
+)
+def test_usable_cpus_honour_a_cgroup_quota_v1_or_v2(files: dict[str, str], limit: int | None, tmp_path: Path) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (affinity if limit is None else min(affinity, limit))
+
+
 def test_worker_memory_estimate_grows_with_each_version(tiny_store: Path, tmp_path: Path) -> None:
     version = tiny_store / "mnist" / "tiny" / "1"
     one, two = tmp_path / "one", tmp_path / "two"
@@ -196,5 +215,5 @@ def test_threads_follow_the_cpus_the_process_may_use(tiny_store: Path, tmp_path:
         os.sched_setaffinity(0, allowed)
     text = log.read_text()
     assert "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" in text
-    assert "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=2 preprocess_threads=1" in text
+    assert "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" in text
     assert metrics.is_dir()
