@@ -39,7 +39,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from app.config import usable_cpus
+from app.config import CGROUP_ROOT, usable_cpus
 from app.protocol import HeadLimitsProtocol
 from modelstore.layout import version_folders
 
@@ -83,10 +83,11 @@ class ReusePortSocket(socket.socket):
         return _listening_socket, (self.family, self.getsockname())
 
 
-def available_memory_bytes() -> int | None:
+def available_memory_bytes(cgroup_root: Path = CGROUP_ROOT) -> int | None:
     """Memory that new processes can take without swapping, bytes: the kernel's
-    `MemAvailable`, bounded by a cgroup v2 memory limit less what the cgroup uses; None where
-    neither can be read (not Linux)."""
+    `MemAvailable`, bounded by the cgroup's memory limit less what the cgroup uses (cgroup
+    v2's `memory.max` and `memory.current`, or v1's `memory/memory.limit_in_bytes` and
+    `memory.usage_in_bytes`, under `cgroup_root`); None where neither can be read (not Linux)."""
     available = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -94,12 +95,18 @@ def available_memory_bytes() -> int | None:
                 available.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError):
         pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            available.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in (
+        (cgroup_root / "memory.max", cgroup_root / "memory.current"),
+        (cgroup_root / "memory" / "memory.limit_in_bytes", cgroup_root / "memory" / "memory.usage_in_bytes"),
+    ):
+        try:
+            limit = limit_file.read_text().strip()
+            # v2 says "max" for no limit; v1 a number near 2**63.
+            if limit != "max" and int(limit) < 2**60:
+                available.append(int(limit) - int(usage_file.read_text()))
+            break
+        except (OSError, ValueError):
+            continue
     return min(available) if available else None
 
 

@@ -67,11 +67,12 @@ fi
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
 echo "container test passed: user $user, ready in ${ready} s on port $PORT, image $(python3 -c "print(f'{$size / 2**30:.2f} GiB')")"
 
-# CPUs counted from the container's quota, not the machine's: `--cpus 1` must give one
-# worker, one TensorFlow thread per op and pool, one preparation thread (app.config.usable_cpus).
+# CPUs and memory counted from the container's limits, not the machine's: `--cpus 1` must give
+# one worker, one TensorFlow thread per op and pool, one preparation thread
+# (app.config.usable_cpus); `--memory 3g` at most 3 GiB available (app.serve.available_memory_bytes).
 "$ENGINE" rm -f "$NAME" >/dev/null
 ONE_CPU_PORT=$((PORT + 1))
-"$ENGINE" run -d --name "$NAME" --network host --cpus 1 -e PORT="$ONE_CPU_PORT" "$IMAGE" >/dev/null
+"$ENGINE" run -d --name "$NAME" --network host --cpus 1 --memory 3g -e PORT="$ONE_CPU_PORT" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if curl -sf "http://127.0.0.1:$ONE_CPU_PORT/readyz" >/dev/null; then break; fi
   sleep 0.5
@@ -80,9 +81,11 @@ start_lines=$("$ENGINE" logs "$NAME" 2>&1 | grep -E "WORKERS=auto|threads: " || 
 echo "$start_lines" | grep -q "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" \
   && echo "$start_lines" | grep -q "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" \
   || { echo "$start_lines"; echo "--cpus 1 was not counted as one CPU"; exit 1; }
+memory=$(echo "$start_lines" | sed -n 's/.*CPU(s), \([0-9,]*\) MiB of memory available.*/\1/p' | tr -d ,)
+[ -n "$memory" ] && [ "$memory" -le 3072 ] || { echo "$start_lines"; echo "--memory 3g was not counted"; exit 1; }
 curl -sf -F image=@tests/data/7.png "http://127.0.0.1:$ONE_CPU_PORT/predict?model=custom2" >/dev/null \
   || { echo "not serving with --cpus 1"; exit 1; }
-echo "--cpus 1: one worker, intra_op_threads=1 inter_op_threads=1 preprocess_threads=1"
+echo "--cpus 1 --memory 3g: one worker, intra_op_threads=1 inter_op_threads=1 preprocess_threads=1, $memory MiB available"
 "$ENGINE" rm -f "$NAME" >/dev/null
 
 # The Kubernetes manifests as written, in a pod runtime: `podman kube play` of deploy/k8s's

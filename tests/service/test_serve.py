@@ -124,6 +124,31 @@ def test_usable_cpus_honour_a_cgroup_quota_v1_or_v2(files: dict[str, str], limit
     assert usable_cpus(tmp_path) == (affinity if limit is None else min(affinity, limit))
 
 
+@pytest.mark.parametrize(
+    ("files", "free"),
+    [
+        ({"memory.max": "2147483648\n", "memory.current": "536870912\n"}, 1536 * 2**20),  # cgroup v2
+        ({"memory.max": "max\n", "memory.current": "536870912\n"}, None),
+        ({"memory/memory.limit_in_bytes": "2147483648\n", "memory/memory.usage_in_bytes": "536870912\n"}, 1536 * 2**20),
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "1\n"}, None),
+        ({}, None),
+    ],
+)
+def test_available_memory_honours_a_cgroup_limit_v1_or_v2(
+    files: dict[str, str], free: int | None, tmp_path: Path
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    unbounded = available_memory_bytes(tmp_path / "none")  # MemAvailable alone, on Linux
+    bounded = available_memory_bytes(tmp_path)
+    assert unbounded is not None and bounded is not None
+    if free is None:
+        assert abs(bounded - unbounded) < 256 * 2**20  # MemAvailable moves between two reads
+    else:
+        assert bounded == free or (bounded < free and unbounded < 2 * free)
+
+
 def test_worker_memory_estimate_grows_with_each_version(tiny_store: Path, tmp_path: Path) -> None:
     version = tiny_store / "mnist" / "tiny" / "1"
     one, two = tmp_path / "one", tmp_path / "two"
