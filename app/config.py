@@ -193,6 +193,12 @@ class Settings(BaseSettings):
     model_version_policy: dict[str, str] = Field(
         default_factory=dict, description='per model, e.g. {"mnist/custom2": "latest:1"}'
     )
+    load_on_start: Literal["defaults", "all"] = Field(
+        "defaults",
+        description="`defaults`: the default models (`DEFAULT_MODELS`), `REQUIRED_MODELS` and labelled versions load "
+        "at start, every other serving version is checked then and loads on its first request (once, 0.05-2 s), so "
+        "a worker holds only what is used; `all`: every serving version loads at start, as TF Serving",
+    )
     model_poll_seconds: float = Field(
         30.0, ge=0.0, description="how often the store is checked for new or removed versions (0: never)"
     )

@@ -107,7 +107,7 @@ EXPLAIN_DURATION = Histogram(
 )
 MODEL_LOADED = Gauge(
     "model_loaded",
-    "1 for each model version loaded and serving.",
+    "1 for each model version in memory and serving (one that loads on its first request: 0 until then).",
     ["model", "version"],
     multiprocess_mode="livemax",
 )

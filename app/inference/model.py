@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -289,6 +291,50 @@ def _are_probabilities(rows: np.ndarray) -> bool:
     return bool(np.all(rows >= -1e-6) and np.all(rows <= 1 + 1e-6) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
 
 
+def _signature_from_proto(
+    folder: Path, metadata: ModelMetadata
+) -> tuple[list[str], list[str], list[int | None] | None]:
+    """The input names, output names and input shape of `metadata.signature`, read from the
+    folder's `saved_model.pb` without loading the graph (a few milliseconds).
+
+    Raises:
+        ModelLoadError: No readable `saved_model.pb`, or no such signature.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+        (graph,) = proto.meta_graphs
+    except Exception as error:  # OSError, protobuf's DecodeError, several graphs
+        raise ModelLoadError(f"the SavedModel does not load ({type(error).__name__})") from error
+    if metadata.signature not in graph.signature_def:
+        raise ModelLoadError(f"the SavedModel has no signature {metadata.signature!r}")
+    signature = graph.signature_def[metadata.signature]
+    shape = None
+    if metadata.input_name in signature.inputs:
+        dims = signature.inputs[metadata.input_name].tensor_shape
+        shape = None if dims.unknown_rank else [None if dim.size < 0 else dim.size for dim in dims.dim]
+    return list(signature.inputs), list(signature.outputs), shape
+
+
+def _check_signature(
+    metadata: ModelMetadata, inputs: list[str], outputs: list[str], shape: list[int | None] | None
+) -> None:
+    """Check that a signature takes and returns what `metadata.json` says.
+
+    Raises:
+        ModelLoadError: Other input or output names, or another input shape.
+    """
+    if inputs != [metadata.input_name] or metadata.output_name not in outputs:
+        raise ModelLoadError(
+            f"signature {metadata.signature!r} takes {inputs} and returns {outputs}, "
+            f"not {metadata.input_name!r} and {metadata.output_name!r} as metadata.json says"
+        )
+    if shape is None or shape[1:] != list(metadata.input_shape):
+        raise ModelLoadError(f"the signature's input shape {shape} is not metadata's {list(metadata.input_shape)}")
+
+
 @dataclass(eq=False)
 class ServedModel:
     """One SavedModel version ready to serve, with its own pipeline.
@@ -303,9 +349,14 @@ class ServedModel:
         limits: What one request may cost.
         batcher: The dynamic batcher, or None when batching is off for this model.
         limiter: The worker pool's capacity for decoding and preprocessing (set by `start`).
-        load_seconds: Time to load and warm up, seconds.
+        load_seconds: Time to load and warm up, seconds (to check the signature, for a
+            version that loads on its first request, until it has).
         in_flight: Requests of this version between `classify` and its answer (an unloaded
             version is stopped once it is 0).
+        warm_up_on_load: Warm up when a deferred version loads.
+
+    `function` and `saved_model` are None until a version loaded with `defer=True` is first
+    called: `ensure_loaded` loads it then, once, in the calling thread.
     """
 
     metadata: ModelMetadata
@@ -318,6 +369,8 @@ class ServedModel:
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
     load_seconds: float = 0.0
     in_flight: int = 0
+    warm_up_on_load: bool = False
+    _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(
@@ -328,6 +381,7 @@ class ServedModel:
         limits: InputLimits,
         warm_up: bool,
         infer_metadata: bool = False,
+        defer: bool = False,
     ) -> ServedModel:
         """Load, check and (optionally) warm up one version folder; blocking.
 
@@ -338,16 +392,59 @@ class ServedModel:
             warm_up: Call every batch-size bucket once.
             infer_metadata: A folder with a SavedModel and no `metadata.json` is served with
                 metadata inferred from its signature (`infer_metadata`); else it is refused.
+            defer: Check the metadata and the signature (read from `saved_model.pb`, without
+                loading the graph) now, and load the SavedModel on the first call
+                (`ensure_loaded`), so an unused version costs no memory. Ignored for inferred
+                metadata, which needs the loaded signature.
 
         Raises:
             ModelLoadError: The metadata does not validate (or is missing), the SavedModel
                 does not load, or its signature does not match the metadata.
         """
-        import tensorflow as tf
-
         started = time.perf_counter()
         inferred = infer_metadata and not (folder / METADATA_FILE).exists()
         metadata = None if inferred else read_metadata(folder)
+        max_batch = batching.max_batch_size if batching.enabled else 1
+        buckets = batching.buckets or batch_buckets(max(max_batch, 32))
+        if defer and metadata is not None:
+            _check_signature(metadata, *_signature_from_proto(folder, metadata))
+            model = cls(
+                metadata=metadata,
+                path=folder,
+                function=None,
+                saved_model=None,
+                buckets=buckets,
+                limits=limits,
+                warm_up_on_load=warm_up,
+            )
+        else:
+            model = cls._loaded(folder, metadata, buckets, limits, warm_up=warm_up, inferred=inferred)
+        if batching.enabled:
+            model.batcher = DynamicBatcher(
+                model.predict_batch,
+                max_batch_size=batching.max_batch_size,
+                batch_timeout_ms=batching.batch_timeout_ms,
+                max_concurrent_batches=batching.max_concurrent_batches,
+                name=f"{model.metadata.model_id}/{model.metadata.version}",
+                observe=model.observe_batch,
+            )
+        model.load_seconds = time.perf_counter() - started
+        return model
+
+    @classmethod
+    def _loaded(
+        cls,
+        folder: Path,
+        metadata: ModelMetadata | None,
+        buckets: tuple[int, ...],
+        limits: InputLimits,
+        *,
+        warm_up: bool,
+        inferred: bool,
+    ) -> ServedModel:
+        """The version with its SavedModel loaded and checked (`load`)."""
+        import tensorflow as tf
+
         try:
             saved_model = tf.saved_model.load(str(folder))
             if metadata is None:
@@ -360,23 +457,10 @@ class ServedModel:
         except Exception as error:  # TensorFlow raises many kinds for a broken SavedModel
             raise ModelLoadError(f"the SavedModel does not load ({type(error).__name__})") from error
         inputs = function.structured_input_signature[1]
-        if list(inputs) != [metadata.input_name] or metadata.output_name not in function.structured_outputs:
-            raise ModelLoadError(
-                f"signature {metadata.signature!r} takes {list(inputs)} "
-                f"and returns {list(function.structured_outputs)}, "
-                f"not {metadata.input_name!r} and {metadata.output_name!r} as metadata.json says"
-            )
-        shape = inputs[metadata.input_name].shape.as_list()
-        if shape[1:] != list(metadata.input_shape):
-            raise ModelLoadError(f"the signature's input shape {shape} is not metadata's {list(metadata.input_shape)}")
-        max_batch = batching.max_batch_size if batching.enabled else 1
+        shape = inputs[metadata.input_name].shape.as_list() if metadata.input_name in inputs else None
+        _check_signature(metadata, list(inputs), list(function.structured_outputs), shape)
         model = cls(
-            metadata=metadata,
-            path=folder,
-            function=function,
-            saved_model=saved_model,
-            buckets=batching.buckets or batch_buckets(max(max_batch, 32)),
-            limits=limits,
+            metadata=metadata, path=folder, function=function, saved_model=saved_model, buckets=buckets, limits=limits
         )
         if warm_up:
             model.warm_up()
@@ -392,17 +476,36 @@ class ServedModel:
                 f"the signature's output {metadata.output_name!r} is not probabilities (rows in [0, 1] summing to 1);"
                 f" import the SavedModel with `{command}`, which adds a softmax to logits"
             )
-        if batching.enabled:
-            model.batcher = DynamicBatcher(
-                model.predict_batch,
-                max_batch_size=batching.max_batch_size,
-                batch_timeout_ms=batching.batch_timeout_ms,
-                max_concurrent_batches=batching.max_concurrent_batches,
-                name=f"{metadata.model_id}/{metadata.version}",
-                observe=model.observe_batch,
-            )
-        model.load_seconds = time.perf_counter() - started
         return model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the SavedModel is in memory (a deferred version is not until its first call)."""
+        return self.function is not None
+
+    def ensure_loaded(self) -> None:
+        """Load a deferred version's SavedModel, once, and warm it up if it was asked to;
+        blocking (call it off the event loop). The first caller loads; others wait.
+
+        Raises:
+            ModelLoadError: The SavedModel does not load or answers the wrong shape.
+        """
+        if self.function is not None:
+            return
+        with self._load_lock:
+            if self.function is not None:
+                return
+            started = time.perf_counter()
+            loaded = self._loaded(
+                self.path, self.metadata, self.buckets, self.limits, warm_up=self.warm_up_on_load, inferred=False
+            )
+            self.saved_model, self.function = loaded.saved_model, loaded.function
+            self.load_seconds = time.perf_counter() - started
+            gc.freeze()  # its graph's objects join those frozen at start (app.main), out of collections
+        labels = (self.model_id, str(self.version))
+        metrics.MODEL_LOADED.labels(*labels).set(1)
+        metrics.MODEL_LOAD_DURATION.labels(*labels).set(self.load_seconds)
+        logger.info("loaded %s v%d on its first request in %.2f s", self.model_id, self.version, self.load_seconds)
 
     @property
     def dataset(self) -> str:
@@ -454,6 +557,8 @@ class ServedModel:
             return np.concatenate(
                 [self.predict_batch(inputs[start : start + largest]) for start in range(0, len(inputs), largest)]
             )
+        if self.function is None:
+            self.ensure_loaded()
         count = len(inputs)
         bucket = next(size for size in self.buckets if size >= count)
         if bucket > count:

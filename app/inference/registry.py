@@ -199,9 +199,22 @@ class ModelRegistry:
             await anyio.to_thread.run_sync(self._read_labels)
         return report
 
+    def _loads_on_start(self, key: VersionKey) -> bool:
+        """Whether a version loads at start (`LOAD_ON_START`): with `defaults`, those of the
+        default and required models and those a label names; the rest on first use."""
+        if self.settings.load_on_start == "all":
+            return True
+        dataset, arch, version = key
+        return (
+            self.default_models.get(dataset) == arch
+            or f"{dataset}/{arch}" in self.required
+            or version in self._labels.get((dataset, arch), {}).values()
+        )
+
     async def _load(self, key: VersionKey, folder: Path, stamp: float, report: RefreshReport) -> ServedModel | None:
         settings = self.settings
         model_id = f"{key[0]}/{key[1]}"
+        defer = not self._loads_on_start(key)
         try:
             model = await anyio.to_thread.run_sync(
                 lambda: ServedModel.load(
@@ -210,6 +223,7 @@ class ModelRegistry:
                     limits=settings.input_limits,
                     warm_up=settings.warmup,
                     infer_metadata=settings.infer_metadata,
+                    defer=defer,
                 )
             )
         except ModelLoadError as error:
@@ -218,6 +232,9 @@ class ModelRegistry:
             report.failed.append(_name(key))
             return None
         self._failed.pop(key, None)
+        if not model.loaded:
+            logger.info("checked %s v%d in %.2f s; it loads on its first request", model_id, key[2], model.load_seconds)
+            return model
         logger.info("loaded %s v%d in %.2f s", model_id, key[2], model.load_seconds)
         metrics.MODEL_LOADED.labels(model_id, str(key[2])).set(1)
         metrics.MODEL_LOAD_DURATION.labels(model_id, str(key[2])).set(model.load_seconds)

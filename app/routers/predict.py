@@ -160,17 +160,19 @@ async def read_images(request: Request, limits: BodyLimits) -> list[EncodedImage
 
     Raises:
         BadRequest: Malformed multipart or JSON body (400).
-        ValidationFailed: Missing `image` field, a text `image` field, other fields, or an
-            empty body (422).
-        UnsupportedImage: Any other content type (415).
+        ValidationFailed: Missing `image` field, a text `image` field, other fields, or no
+            body and no content type (422).
+        UnsupportedImage: An empty body declared as an image, or any other content type (415).
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         return await read_json_images(request, limits)
     if not content_type or content_type.startswith(RAW_IMAGE_TYPES):
         body = await read_body(request, limits)
-        if not body:
+        if not body and not content_type:  # nothing sent
             raise ValidationFailed(f"the request has no image: {SEND_AN_IMAGE}")
+        if not body:  # an empty file declared as an image: not one, as any other such file
+            raise UnsupportedImage(f"the request body is empty, not an image file; {SEND_AN_IMAGE}")
         return [EncodedImage(body)]
     if content_type != "multipart/form-data":
         raise UnsupportedImage(f"content type {content_type!r} is not accepted; {SEND_AN_IMAGE}")

@@ -190,8 +190,8 @@ def test_image_file_as_the_body(client: TestClient, content_type: str | None) ->
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
     [
-        (b"", "image/png", 422),
-        (b"", None, 422),
+        (b"", "image/png", 415),  # an empty file is not an image
+        (b"", None, 422),  # nothing sent
         (b"hello, I am not a picture\n", "image/png", 415),
         (SEVEN[: len(SEVEN) // 2], "application/octet-stream", 415),
         (b"%PDF-1.7\n%%EOF\n", None, 415),

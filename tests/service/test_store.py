@@ -109,3 +109,46 @@ def test_a_preprocessing_that_does_not_fit_the_input_is_refused_at_load() -> Non
 )
 def test_public_command_cuts_absolute_paths(command: str, public: str) -> None:
     assert public_command(command) == public
+
+
+@pytest.mark.parametrize("load_on_start", ["defaults", "all"])
+def test_versions_outside_the_defaults_load_on_their_first_request(
+    load_on_start: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`LOAD_ON_START=defaults`: the default model loads at start; another version is
+    checked, listed and loads (once) when first asked for; `all` loads both at start."""
+    from prometheus_client import REGISTRY
+
+    arch = f"lazy_{load_on_start}"  # metric labels of this test's own
+    export_tiny_model(tmp_path, "mnist", arch="main")
+    export_tiny_model(tmp_path, "mnist", arch=arch)
+    settings = Settings(models_dir=tmp_path, default_models={"mnist": "main"}, load_on_start=load_on_start)
+
+    def loaded(model: str) -> float | None:
+        return REGISTRY.get_sample_value("model_loaded", {"model": f"mnist/{model}", "version": "1"})
+
+    with caplog.at_level(logging.INFO), TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").json()["models"] == 2
+        assert {model["arch"] for model in client.get("/models").json()["models"]} == {"main", arch}
+        assert loaded("main") == 1
+        assert loaded(arch) == (1 if load_on_start == "all" else None)
+        for _ in range(3):
+            assert client.post(f"/predict?model={arch}", files=upload(DATA / "7.png")).status_code == 200
+        assert loaded(arch) == 1
+    first_use = [record for record in caplog.records if record.getMessage().startswith(f"loaded mnist/{arch} v1 on")]
+    assert len(first_use) == (0 if load_on_start == "all" else 1)
+
+
+def test_a_version_that_loads_on_first_use_is_still_checked_at_start(tmp_path: Path) -> None:
+    """Its signature is read from saved_model.pb at start: a mismatch with metadata.json is
+    refused then, not at the first request."""
+    folder = export_tiny_model(tmp_path, "mnist", arch="mismatched")
+    export_tiny_model(tmp_path, "mnist", arch="main")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["input_shape"] = [32, 32, 1]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    settings = Settings(models_dir=tmp_path, default_models={"mnist": "main"})
+    with TestClient(create_app(settings)) as client:
+        failed = client.get("/models").json()["failed"]
+    assert [entry["model"] for entry in failed] == ["mnist/mismatched"]
+    assert "input shape" in failed[0]["reason"]
