@@ -25,13 +25,17 @@ started=$(date +%s)
 echo "built $IMAGE in $(( $(date +%s) - started )) s"
 
 cleanup() { "$ENGINE" rm -f "$NAME" >/dev/null 2>&1 || true; }
+# Poll /readyz on a port for up to a minute.
+wait_ready() {
+  for _ in $(seq 1 120); do
+    if curl -sf "http://127.0.0.1:$1/readyz" >/dev/null; then return; fi
+    sleep 0.5
+  done
+}
 trap cleanup EXIT
 started=$(date +%s.%N)
 "$ENGINE" run -d --name "$NAME" --network host -e PORT="$PORT" "$IMAGE" >/dev/null
-for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; then break; fi
-  sleep 0.5
-done
+wait_ready "$PORT"
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { "$ENGINE" logs "$NAME" | tail -30; echo "not ready"; exit 1; }
 ready=$(python3 -c "print(f'{$(date +%s.%N) - $started:.1f}')")
 
@@ -73,10 +77,7 @@ echo "container test passed: user $user, ready in ${ready} s on port $PORT, imag
 "$ENGINE" rm -f "$NAME" >/dev/null
 ONE_CPU_PORT=$((PORT + 1))
 "$ENGINE" run -d --name "$NAME" --network host --cpus 1 --memory 3g -e PORT="$ONE_CPU_PORT" "$IMAGE" >/dev/null
-for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$ONE_CPU_PORT/readyz" >/dev/null; then break; fi
-  sleep 0.5
-done
+wait_ready "$ONE_CPU_PORT"
 start_lines=$("$ENGINE" logs "$NAME" 2>&1 | grep -E "WORKERS=auto|threads: " || true)
 echo "$start_lines" | grep -q "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" \
   && echo "$start_lines" | grep -q "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" \
@@ -121,10 +122,7 @@ PY
   podman secret create classifier-keys "$played/secret.json" >/dev/null
   started=$(date +%s.%N)
   podman kube play --network host "$played/pod.yaml" >/dev/null
-  for _ in $(seq 1 120); do
-    if curl -sf "http://127.0.0.1:$KUBE_PORT/readyz" >/dev/null; then break; fi
-    sleep 0.5
-  done
+  wait_ready "$KUBE_PORT"
   pod_container=$(podman ps -a --format '{{.Names}} {{.Pod}}' | awk '$2 != "" && $1 !~ /-infra$/ {print $1; exit}')
   curl -sf "http://127.0.0.1:$KUBE_PORT/readyz" >/dev/null \
     || { podman logs "$pod_container" 2>&1 | tail -30; echo "the Kubernetes pod is not ready"; exit 1; }
