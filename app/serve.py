@@ -41,6 +41,7 @@ from uvicorn.supervisors import Multiprocess
 
 from app.config import CGROUP_ROOT, usable_cpus
 from app.protocol import HeadLimitsProtocol
+from modelstore import SAVED_MODEL_FILE
 from modelstore.layout import version_folders
 
 __all__ = ["ReusePortSocket", "auto_workers", "main", "parser", "usable_cpus", "worker_memory_bytes"]
@@ -115,7 +116,7 @@ def worker_memory_bytes(models_dir: Path) -> int:
     `WORKER_BASE_BYTES` plus `SAVED_MODEL_MEMORY_FACTOR` times the store's SavedModel files."""
     saved_model_bytes = 0
     for *_, folder in version_folders(models_dir):
-        files = [folder / "saved_model.pb", *(folder / "variables").glob("*")]
+        files = [folder / SAVED_MODEL_FILE, *(folder / "variables").glob("*")]
         saved_model_bytes += sum(path.stat().st_size for path in files if path.is_file())
     return WORKER_BASE_BYTES + SAVED_MODEL_MEMORY_FACTOR * saved_model_bytes
 

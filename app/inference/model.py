@@ -304,7 +304,7 @@ def _signature_from_proto(
 
     proto = saved_model_pb2.SavedModel()
     try:
-        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+        proto.ParseFromString((folder / SAVED_MODEL_FILE).read_bytes())
         (graph,) = proto.meta_graphs
     except Exception as error:  # OSError, protobuf's DecodeError, several graphs
         raise ModelLoadError(f"the SavedModel does not load ({type(error).__name__})") from error
