@@ -30,10 +30,16 @@ fonts-femkeklaver fonts-humor-sans fonts-dancingscript fonts-kaushanscript fonts
 fonts-liberation fonts-freefont-ttf`); the images are committed, so the tests need neither:
 
     .venv/bin/python tools/make_realworld_digits.py
+
+Choices that the committed tuning split is too small to tell apart (a few images each way)
+are made on a larger one drawn from the same sources, kept out of git:
+
+    .venv/bin/python tools/make_realworld_digits.py --split tune --per-kind 200 --seed 1 --out runs/digits-tune-200
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from collections.abc import Callable
@@ -366,26 +372,42 @@ KINDS: dict[str, Callable[[Sources, random.Random, int], tuple[Image.Image, str]
 }
 
 
-def main() -> None:
-    for split, seed in (("tune", 2026), ("test", 7919)):
-        rng = random.Random(seed)
-        sources = Sources(split, rng)
-        folder = OUT / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*"):
-            old.unlink()
-        index = 0
-        for kind, make in KINDS.items():
-            for item in range(PER_KIND):
-                label = item % 10
-                image, ext = make(sources, rng, label)
-                path = folder / f"{label}_{kind}_{index:04d}.{ext}"
-                if ext == "jpg":
-                    image.convert("RGB").save(path, quality=rng.randint(55, 92))
-                else:
-                    image.save(path, optimize=True)
-                index += 1
-        print(f"wrote {index} images to {folder} with {len(sources.fonts)} fonts")
+SEEDS = {"tune": 2026, "test": 7919}
+"""The random seed of each split: the committed images are these seeds' first `PER_KIND` of each kind."""
+
+
+def write_split(split: str, folder: Path, per_kind: int, seed: int) -> None:
+    """Write `per_kind` images of each kind of `split`'s sources (fonts, UCI scans) to `folder`,
+    replacing what it held."""
+    rng = random.Random(seed)
+    sources = Sources(split, rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*"):
+        old.unlink()
+    index = 0
+    for kind, make in KINDS.items():
+        for item in range(per_kind):
+            label = item % 10
+            image, ext = make(sources, rng, label)
+            path = folder / f"{label}_{kind}_{index:04d}.{ext}"
+            if ext == "jpg":
+                image.convert("RGB").save(path, quality=rng.randint(55, 92))
+            else:
+                image.save(path, optimize=True)
+            index += 1
+    print(f"wrote {index} images to {folder} with {len(sources.fonts)} fonts")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=sorted(SEEDS), help="one split only; default: both")
+    parser.add_argument("--per-kind", type=int, default=PER_KIND, help="images of each kind")
+    parser.add_argument("--seed", type=int, help="another random seed (a larger, uncommitted tuning set)")
+    parser.add_argument("--out", type=Path, help="folder for --split (default: the committed one)")
+    args = parser.parse_args(argv)
+    for split in [args.split] if args.split else sorted(SEEDS, reverse=True):
+        folder = args.out if args.out and args.split else OUT / split
+        write_split(split, folder, args.per_kind, SEEDS[split] if args.seed is None else args.seed)
 
 
 if __name__ == "__main__":

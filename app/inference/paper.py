@@ -150,6 +150,12 @@ evenly, a scan or a drawing is left as it is. 20 read the tuning split of the re
 digits best of 10, 20 and 40 (`benchmarks/realworld.py --split tune`)."""
 
 
+FILLED_FRAME = 0.9
+"""Ink spanning this share of an image's height or width makes it a crop of the digit, whose
+lighting is left as it is: with no paper around the digit, a faint stroke touching the
+border (the bar of a blurry seven) looks like a shadow's edge."""
+
+
 POLARITY_MARGIN = 3
 """The lighting correction reads the paper as light or dark by its border; it takes the other
 reading when that one finds this many times less ink (ink is the thin minority)."""
@@ -323,21 +329,22 @@ def even_lighting(gray: Image.Image) -> Image.Image:
     """Divide out uneven lighting (a shadow, a lamp's falloff) from a photo of ink on paper.
 
     The paper's brightness is estimated on a thumbnail (`LIGHTING_GRID`, `_paper_estimate`).
-    If the estimate varies by `UNEVEN_LIGHTING` or more along the border, each pixel's ink
-    becomes its contrast relative to the paper behind it: flat-field correction, as in
-    document scanners. A shadow darkens the ink as much as the paper, so the ratio is what
-    stays the same.
+    If the estimate varies by `UNEVEN_LIGHTING` or more along the border or beside the
+    digit (`_uneven`), each pixel's ink becomes its contrast relative to the paper behind
+    it: flat-field correction, as in document scanners. A shadow darkens the ink as much as
+    the paper, so the ratio is what stays the same.
 
     A stroke is never taken for paper: the estimate's kernel starts at twice the width of
     the image's own strokes (`STROKE_MARGIN`, at least `LIGHTING_KERNEL`) and is widened by
     half while the estimate still erases the inside of strokes (`_takes_ink_for_paper`: a
     dense loop, a blurry stroke); strokes too wide for `MAX_LIGHTING_KERNEL` fill the frame,
-    and the image is left as it is.
+    and the image is left as it is, as is a digit that fills the frame (`FILLED_FRAME`).
 
     Returns:
         The `L` image with the paper made even at its brightest level (dark paper at its
-        darkest), or `gray` itself if the lighting is even, the strokes fill the frame or the
-        image is smaller than `LIGHTING_GRID` (a crop of the digit, with no room for a shadow).
+        darkest), or `gray` itself if the lighting is even, the digit or its strokes fill the
+        frame or the image is smaller than `LIGHTING_GRID` (a crop of the digit, with no
+        room for a shadow).
     """
     if (thumbnail := _thumbnail(gray)) is None:
         return gray
@@ -350,6 +357,8 @@ def even_lighting(gray: Image.Image) -> Image.Image:
     other = _ink_mask(small, light_paper=not light_paper, darkest=_darkest_ink(histogram, light_paper=not light_paper))
     if np.count_nonzero(other) * POLARITY_MARGIN < np.count_nonzero(ink):
         light_paper, ink = not light_paper, other
+    if _fills_frame(ink):
+        return gray
     side = max(small.size)
     kernel = max(odd_size(LIGHTING_KERNEL * side), odd_size(STROKE_MARGIN * stroke_width(ink) + 2))
     while True:
@@ -357,11 +366,7 @@ def even_lighting(gray: Image.Image) -> Image.Image:
             return gray
         paper = _paper_estimate(small, kernel, ink, light_paper=light_paper)
         cells = gray_pixels(paper)
-        # Along the border, where a digit rarely is and a shadow or a lamp's falloff nearly
-        # always reaches; percentiles, not the extremes, for a digit that touches the border.
-        border = np.concatenate([cells[[0, -1]].ravel(), cells[1:-1, [0, -1]].ravel()])
-        darkest, brightest = np.percentile(border, [10, 90])
-        if brightest - darkest < UNEVEN_LIGHTING:
+        if not _uneven(cells, ink, kernel):
             return gray
         if not _takes_ink_for_paper(small, cells, ink, light_paper=light_paper):
             break
@@ -376,6 +381,41 @@ def even_lighting(gray: Image.Image) -> Image.Image:
         contrast = (pixels - behind) / np.maximum(255.0 - behind, 1.0)
         levels = 255.0 * np.clip(contrast, 0.0, 1.0)
     return gray_image(levels.round().astype(np.uint8))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the true pixels of a boolean (H, W) mask, bottom and
+    right exclusive, in pixels; None if it has none."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
+
+
+def _fills_frame(ink: np.ndarray) -> bool:
+    """Whether the surely-ink (boolean (H, W), `_ink_mask`) spans `FILLED_FRAME` or more of
+    the frame's height or width: a crop of the digit, with no paper around it on which a
+    shadow could be told from a faint stroke."""
+    if (box := _bounding_box(ink)) is None:
+        return False
+    top, bottom, left, right = box
+    return max((bottom - top) / ink.shape[0], (right - left) / ink.shape[1]) >= FILLED_FRAME
+
+
+def _uneven(paper: np.ndarray, ink: np.ndarray, margin: int) -> bool:
+    """Whether a lighting estimate (uint8 (H, W)) varies by `UNEVEN_LIGHTING` or more between
+    its 10th and 90th percentiles along the border, where a digit rarely is and a shadow from
+    an edge or a lamp's falloff reaches, or outside the box of the surely-ink (`ink`,
+    boolean (H, W)) grown by `margin` px, for a shadow inside the page. Not near the box,
+    where the grey rim of a blurry stroke may be left in the estimate; percentiles, not the
+    extremes, for a digit that touches the border."""
+    border = np.concatenate([paper[[0, -1]].ravel(), paper[1:-1, [0, -1]].ravel()])
+    beside = np.ones_like(ink)
+    if (box := _bounding_box(ink)) is not None:
+        top, bottom, left, right = box
+        beside[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin] = False
+    spreads = [np.ptp(np.percentile(part, [10, 90])) for part in (border, paper[beside]) if part.size]
+    return max(spreads) >= UNEVEN_LIGHTING
 
 
 def _paper_estimate(small: Image.Image, kernel: int, ink: np.ndarray, *, light_paper: bool) -> Image.Image:

@@ -332,3 +332,26 @@ def test_a_thin_pen_digit_in_the_shadowed_part_of_the_page_is_read() -> None:
     result = preprocess(photo, "mnist", (28, 28, 1))
     reference = preprocess(Image.fromarray((ink * 255).astype(np.uint8)), "mnist", (28, 28, 1))
     assert np.abs(result - reference).mean() < 0.05
+
+
+def test_a_faint_bar_touching_the_edge_of_a_tight_crop_is_kept() -> None:
+    """A blurry seven cropped tight from an upscaled 8x8 scan (`tools/make_realworld_digits.py`'s
+    `tight` kind, tuning seed), its bar half as dark as its stem and cut by the top edge:
+    with no paper around the digit, the bar is not a shadow's edge."""
+    result = preprocess(Image.open(DATA / "tight_seven.png"), "mnist", (28, 28, 1))[..., 0]
+    inked_columns = (result[:10] > 0.5).any(axis=0).sum()
+    assert inked_columns >= 10, f"the bar was taken for a shadow and erased: {inked_columns} columns inked at the top"
+
+
+def test_a_shadow_inside_the_page_is_not_ink() -> None:
+    """A round shadow inside the page, away from the border and beside the digit: the
+    border is evenly lit, yet the shadow must be evened out, not read as a dark blob."""
+    even = digit_on_paper(_mnist_digit(), scale=12, margin=300)  # 936 px, the digit at 300-636
+    pixels = np.asarray(even, dtype=np.float32)
+    rows, columns = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+    disc = (rows - 470) ** 2 + (columns - 720) ** 2 < 200**2
+    shade = np.where(disc & (columns > 660), 0.55, 1.0)
+    shade = np.asarray(Image.fromarray((shade * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(10)), np.float32)
+    shaded = Image.fromarray((pixels * (shade[..., None] / 255.0)).astype(np.uint8))
+    original = preprocess(even, "mnist", (28, 28, 1))
+    assert np.abs(preprocess(shaded, "mnist", (28, 28, 1)) - original).mean() < 0.03
