@@ -7,6 +7,7 @@ only). The digit sets are `tests/data/realworld/digits/tune` (choices are made t
 `.../test` (only reported), made by `tools/make_realworld_digits.py`.
 
     .venv/bin/python benchmarks/realworld.py --model custom2 --split test
+    .venv/bin/python benchmarks/realworld.py --model mnist/lenet mnist/mlp --split test   # several, one table each
     .venv/bin/python benchmarks/realworld.py --model mnist --split tune --url http://127.0.0.1:8000
     .venv/bin/python benchmarks/realworld.py --model ensemble --version 2 --none
 
@@ -78,7 +79,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="custom2", help="arch or dataset/arch")
+    parser.add_argument("--model", nargs="+", default=["custom2"], help="arch or dataset/arch, one or more")
     parser.add_argument("--version", type=int, help="a version label; default: the newest")
     parser.add_argument("--split", choices=("tune", "test"), default="test", help="which digit set")
     parser.add_argument("--images", type=Path, help="another folder of labelled images instead of --split")
@@ -88,17 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     images = args.images or DIGITS / args.split
     modes = ("auto", "none") if args.none else ("auto",)
-    with open_client(args.url, args.models_dir) as client:
-        results = {
-            mode: evaluate(client, images, model=args.model, preprocess=mode, version=args.version) for mode in modes
-        }
-    label = f"{args.model} v{args.version}" if args.version else args.model
     shown = images.relative_to(ROOT) if images.is_relative_to(ROOT) else images
-    print(f"{label} on {shown}")
-    print(f"{'kind':<10}{'images':>8}" + "".join(f"{'preprocess=' + mode:>18}" for mode in modes))
-    for kind in sorted(results["auto"], key=lambda key: (key == "all", key)):
-        total = results["auto"][kind][1]
-        print(f"{kind:<10}{total:>8}" + "".join(f"{results[mode][kind][0] / total:>18.1%}" for mode in modes))
+    with open_client(args.url, args.models_dir) as client:
+        for model in args.model:
+            results = {
+                mode: evaluate(client, images, model=model, preprocess=mode, version=args.version) for mode in modes
+            }
+            label = f"{model} v{args.version}" if args.version else model
+            print(f"{label} on {shown}")
+            print(f"{'kind':<10}{'images':>8}" + "".join(f"{'preprocess=' + mode:>18}" for mode in modes))
+            for kind in sorted(results["auto"], key=lambda key: (key == "all", key)):
+                total = results["auto"][kind][1]
+                print(f"{kind:<10}{total:>8}" + "".join(f"{results[mode][kind][0] / total:>18.1%}" for mode in modes))
+            sys.stdout.flush()
     return 0
 
 

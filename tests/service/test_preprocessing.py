@@ -343,6 +343,15 @@ def test_a_faint_bar_touching_the_edge_of_a_tight_crop_is_kept() -> None:
     assert inked_columns >= 10, f"the bar was taken for a shadow and erased: {inked_columns} columns inked at the top"
 
 
+def test_lit_paper_beside_a_shadow_over_the_border_is_not_ink() -> None:
+    """A phone photo of a zero (`tools/make_realworld_digits.py`'s `shadow` kind, tuning seed)
+    whose hard-edged shadow covers most of the border, so the border reads dark: the lit part
+    of the page is paper, not a light stroke on a dark board, and the zero keeps its hole."""
+    result = preprocess(Image.open(DATA / "shadowed_zero.jpg"), "mnist", (28, 28, 1))[..., 0]
+    hole = float(result[11:17, 12:16].mean())
+    assert hole < 0.3, f"the lit paper was read as ink: the zero's middle is {hole:.2f} inked"
+
+
 def test_a_shadow_inside_the_page_is_not_ink() -> None:
     """A round shadow inside the page, away from the border and beside the digit: the
     border is evenly lit, yet the shadow must be evened out, not read as a dark blob."""
