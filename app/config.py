@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models_store"), description="the model store to load")
     default_dataset: str = Field("mnist", description="dataset of a bare architecture in `model=custom2`")
     default_models: dict[str, str] = Field(
-        {"mnist": "custom2_robust", "fashion_mnist": "airbench", "cifar10": "airbench"},
+        {"mnist": "custom2_robust", "fashion_mnist": "airbench", "cifar10": "ensemble3"},
         description="the architecture `model=<dataset>` (and the TF Serving/v2 name `<dataset>`) answers with",
     )
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit, bytes")

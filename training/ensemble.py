@@ -310,6 +310,10 @@ def _export(
     summary += [f"  {member.dataset}/{member.arch} v{member.version} weight {member.weight / total:.4f}"
                 for member in members]  # fmt: skip
     (staging / "summary.txt").write_text("\n".join(summary) + "\n")
+    # The members' inputs are the ensemble's: a setting chosen for all of them holds for it.
+    sharpen = members[0].metadata.sharpen
+    if any(member.metadata.sharpen != sharpen for member in members):
+        sharpen = None
     metadata = ModelMetadata(**{
         "dataset": dataset.name,
         "arch": arch,
@@ -317,6 +321,7 @@ def _export(
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
         "preprocessing": dataset.preprocessing,
+        "sharpen": sharpen,
         "test_time_augmentation": "translate_average" if translate else None,
         "members": [
             {"dataset": m.dataset, "arch": m.arch, "version": m.version, "weight": m.weight} for m in members

@@ -152,3 +152,22 @@ def test_an_ensemble_no_better_than_its_best_member_is_not_exported(tmp_path: Pa
             max_members=5, command="python -m training ensemble",
         )  # fmt: skip
     assert not (tmp_path / "mnist" / "ensemble").exists()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["alike", "different"])
+def test_an_ensemble_keeps_the_sharpening_all_its_members_were_measured_with(
+    tmp_path: Path, small_mnist: Dataset, shared: bool
+) -> None:
+    """The members see the ensemble's input: an unsharp mask chosen for every one of them is
+    the ensemble's too; members chosen apart leave it without one."""
+    _store_with_members(tmp_path)
+    for arch, percent in (("a", 50), ("b", 50 if shared else 25)):
+        path = tmp_path / "mnist" / arch / "1" / "metadata.json"
+        record = json.loads(path.read_text()) | {"sharpen": {"radius": 0.7, "percent": percent}}
+        path.write_text(json.dumps(record))
+    folder = make_ensemble(
+        small_mnist, ["a", "b"], store_dir=tmp_path, arch="ensemble", weights=None, search=False,
+        max_members=5, command="python -m training ensemble --members a,b",
+    )  # fmt: skip
+    sharpen = ModelMetadata.model_validate_json((folder / "metadata.json").read_bytes()).sharpen
+    assert (sharpen.model_dump() if sharpen else None) == ({"radius": 0.7, "percent": 50} if shared else None)
