@@ -365,12 +365,10 @@ def even_lighting(gray: Image.Image) -> Image.Image:
     light_paper = border_median(gray_pixels(small)) > LIGHT_BACKGROUND
     histogram = np.bincount(gray_pixels(gray).ravel(), minlength=256)
     ink = _ink_mask(small, light_paper=light_paper, darkest=_darkest_ink(histogram, light_paper=light_paper))
-    # Paper mostly in a shadow has a dark border, yet it is light paper: its ink is the
-    # thin minority, where reading it as a dark board would make the lit paper the "ink".
+    # Ink is the thin minority: the reading that finds far less of it is the right one. A
+    # shadow darkens a border but never lights one, so a dark border whose board reading
+    # makes the lit paper "ink" (short of a crop's frame-filling strokes) needs only less.
     other = _ink_mask(small, light_paper=not light_paper, darkest=_darkest_ink(histogram, light_paper=not light_paper))
-    # A shadow darkens a border, it never lights one: a dark border whose board reading
-    # finds more ink than the paper reading, short of a crop's frame-filling strokes, is
-    # lit paper in a shadow.
     margin = 1 if not light_paper and ink.mean() < SHADOWED_PAPER_INK else POLARITY_MARGIN
     if np.count_nonzero(other) * margin < np.count_nonzero(ink):
         light_paper, ink = not light_paper, other
