@@ -67,7 +67,8 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
     """Copy weights into `model` from a store version folder or a `.weights.h5` file.
 
     A SavedModel exported by `training.export` keeps the model's variables in the order of
-    `model.variables` (`model_variables`; `variables` in versions written by `model.export()`),
+    `model.variables` (`model_variables`; `variables` in versions written by `model.export()`;
+    in the oldest versions, only the serving signature's captured variables, in layer order),
     so they are matched by position; each pair must agree in shape and
     in the last part of the name (`kernel`, `bias`, `gamma`, ...). Layer names are not
     compared: Keras numbers them per process (`conv2d_2`).
@@ -81,10 +82,14 @@ def load_initial_weights(model: keras.Model, source: Path) -> None:
         model.load_weights(source)
         return
     loaded = tf.saved_model.load(str(source))
-    saved = list(getattr(loaded, "model_variables", None) or loaded.variables)
-    if len(saved) != len(model.variables):
-        raise ValueError(f"{source} has {len(saved)} variables, {model.name} has {len(model.variables)}")
-    for variable, match in zip(model.variables, saved, strict=True):
+    targets = list(model.variables)
+    saved = list(getattr(loaded, "model_variables", None) or getattr(loaded, "variables", None) or [])
+    if not saved:  # the serving graph captures the weights only, not dropout's random state
+        saved = list(loaded.signatures["serving_default"].variables)
+        targets = [variable for variable in targets if variable.name != "seed_generator_state"]
+    if len(saved) != len(targets):
+        raise ValueError(f"{source} has {len(saved)} variables, {model.name} has {len(targets)}")
+    for variable, match in zip(targets, saved, strict=True):
         kind = match.name.removesuffix(":0").rsplit("/", 1)[-1]
         if kind != variable.name or tuple(match.shape) != tuple(variable.shape):
             raise ValueError(

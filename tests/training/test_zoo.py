@@ -112,6 +112,25 @@ def test_initial_weights_from_a_store_version(tmp_path: Path, data_dir: Path) ->
     ]
 
 
+def test_initial_weights_from_a_version_that_keeps_only_its_serving_graph() -> None:
+    """The oldest shipped versions hold their weights only as the signature's captures;
+    dropout's random state is not a weight and is left as built."""
+    import numpy as np
+    import tensorflow as tf
+
+    from training.architectures import build_model
+    from training.train import load_initial_weights
+
+    source = Path(__file__).resolve().parents[2] / "models_store" / "mnist" / "custom4" / "1"
+    loaded = tf.saved_model.load(str(source))
+    assert not hasattr(loaded, "model_variables") and not hasattr(loaded, "variables")
+    model = build_model("custom4", (28, 28, 1), 10)
+    load_initial_weights(model, source)
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    (served,) = loaded.signatures["serving_default"](tf.constant(images)).values()
+    np.testing.assert_allclose(model(images, training=False), served.numpy(), atol=1e-5)
+
+
 def test_flip_average_serves_the_mean_over_the_mirror_image(tmp_path: Path, data_dir: Path) -> None:
     import numpy as np
     import tensorflow as tf
