@@ -22,6 +22,9 @@ __all__ = ["ARCHITECTURES", "Architecture", "Recipe", "build_model", "with_flip_
 
 Builder = Callable[..., keras.Model]
 
+Augmentation = Literal["standard", "handwriting", "uploads", "flagged"]
+"""What a recipe's `augment` applies (`training.train.make_augmentation`)."""
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -64,7 +67,7 @@ class Recipe:
     decay_rate: float = 0.5
     early_stopping_patience: int | None = 6
     augment: bool = False
-    augmentation: Literal["standard", "handwriting", "uploads"] = "standard"
+    augmentation: Augmentation = "standard"
     options: dict[str, float] = field(default_factory=dict)
     trainer: Literal["fit", "airbench"] = "fit"
 

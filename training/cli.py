@@ -22,10 +22,10 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from modelstore import NAME_PATTERN
-from training.architectures import ARCHITECTURES, Recipe
+from training.architectures import ARCHITECTURES, Augmentation, Recipe
 from training.config import PROJECT_ROOT, get_settings
 from training.store import read_store
 
@@ -131,7 +131,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None, help="augment the training images"
     )
-    recipe.add_argument("--augmentation", choices=["standard", "handwriting", "uploads"], help="what --augment applies")
+    recipe.add_argument("--augmentation", choices=get_args(Augmentation), help="what --augment applies")
     recipe.add_argument("--dropout", type=float, help="dropout rate, where the architecture has one")
     recipe.add_argument("--l2", type=float, help="L2 weight, where the architecture has one")
 

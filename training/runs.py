@@ -161,10 +161,10 @@ def make_pipeline(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if augmentation is not None:
-        data = data.map(
-            lambda images, labels: (augmentation(images), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        if getattr(augmentation, "uses_labels", False):  # a label-aware augmentation (`flagged_ones`)
+            data = data.map(lambda images, labels: (augmentation(images, labels), labels))  # type: ignore[call-arg]
+        else:
+            data = data.map(lambda images, labels: (augmentation(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 

@@ -105,12 +105,15 @@ def make_augmentation(dataset_name: str, seed: int, kind: str = "standard") -> C
 
     `standard`: random shifts (10%) and rotations (about 8 degrees), and horizontal flips
     for `MIRRORED_DATASETS` only. `handwriting`: `HandwritingAugmentation` (digits);
-    `uploads`: the same with a quarter of the images at low resolution.
+    `uploads`: the same with a quarter of the images at low resolution; `flagged`: `uploads`
+    with 40% of the ones given a flag (the batches' labels go to the augmentation too).
     """
     if kind == "handwriting":
         return HandwritingAugmentation(seed)
     if kind == "uploads":
         return HandwritingAugmentation(seed, low_resolution_fraction=0.25)
+    if kind == "flagged":
+        return HandwritingAugmentation(seed, low_resolution_fraction=0.25, flagged_ones=0.4)
     augmentation: list[keras.layers.Layer] = [
         keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
         keras.layers.RandomRotation(0.022, fill_mode="constant", seed=seed),
