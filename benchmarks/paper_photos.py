@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models_store" / "mnist" / "ensemble" / "4")
     parser.add_argument("--count", type=int, default=60, help="MNIST test digits, each under every lighting")
+    parser.add_argument("--seed", type=int, default=0, help="which random sample of the test digits")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.inference.preprocessing import prepare_image
     from training.datasets import load_dataset
 
-    dataset = load_dataset("mnist", args.data_dir).take(10, args.count)
+    dataset = load_dataset("mnist", args.data_dir).take(10, args.count, seed=args.seed)
     serve = tf.saved_model.load(str(args.model)).signatures["serving_default"]
     rng = np.random.default_rng(0)
     correct = dict.fromkeys(CONDITIONS, 0)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             model_input = prepare_image(photo(digit, kind, rng), method="mnist", shape=(28, 28, 1), max_pixels=10**8)
             (probabilities,) = serve(images=tf.constant(model_input[np.newaxis])).values()
             correct[kind] += int(np.argmax(probabilities[0]) == label)
-    print(f"{args.model} on {args.count} MNIST test digits photographed on paper")
+    print(f"{args.model} on {args.count} MNIST test digits (seed {args.seed}) photographed on paper")
     for kind in CONDITIONS:
         print(f"{kind:<12}{correct[kind] / args.count:>8.1%}  ({correct[kind]}/{args.count})")
     return 0
