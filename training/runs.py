@@ -161,10 +161,12 @@ def make_pipeline(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if augmentation is not None:
-        if getattr(augmentation, "uses_labels", False):  # a label-aware augmentation (`flagged_ones`)
-            data = data.map(lambda images, labels: (augmentation(images, labels), labels))  # type: ignore[call-arg]
-        else:
-            data = data.map(lambda images, labels: (augmentation(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+        # A label-aware augmentation (`HandwritingAugmentation(flagged_ones=...)`) takes the labels too.
+        with_labels = getattr(augmentation, "uses_labels", False)
+        data = data.map(
+            lambda images, labels: (augmentation(images, labels) if with_labels else augmentation(images), labels),  # type: ignore[call-arg]
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return data.prefetch(tf.data.AUTOTUNE)
 
 
