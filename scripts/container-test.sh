@@ -57,9 +57,9 @@ PY
 cifar=$(curl -sf -F image=@"$photo" "http://127.0.0.1:$PORT/predict?model=cifar10/vgg_bn")
 python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert len(body['probabilities']) == 10 and body['class_name'], body; print('CIFAR-10 photo:', body['class_name'], round(body['confidence'], 3))" "$cifar"
 
-curl -sf "http://127.0.0.1:$PORT/" | grep -q '<canvas' || { echo "the page at / is missing"; exit 1; }
+grep -q '<canvas' <<< "$(curl -sf "http://127.0.0.1:$PORT/")" || { echo "the page at / is missing"; exit 1; }
 curl -sf "http://127.0.0.1:$PORT/static/app.js" >/dev/null || { echo "the page's script is missing"; exit 1; }
-curl -sf "http://127.0.0.1:$PORT/docs" | grep -q '/docs-assets/swagger-ui-bundle.js' || { echo "/docs is not offline"; exit 1; }
+grep -q '/docs-assets/swagger-ui-bundle.js' <<< "$(curl -sf "http://127.0.0.1:$PORT/docs")" || { echo "/docs is not offline"; exit 1; }
 curl -sf "http://127.0.0.1:$PORT/docs-assets/swagger-ui-bundle.js" >/dev/null || { echo "/docs assets missing"; exit 1; }
 
 user=$("$ENGINE" inspect --format '{{.Config.User}}' "$NAME")
@@ -79,8 +79,8 @@ ONE_CPU_PORT=$((PORT + 1))
 "$ENGINE" run -d --name "$NAME" --network host --cpus 1 --memory 3g -e PORT="$ONE_CPU_PORT" "$IMAGE" >/dev/null
 wait_ready "$ONE_CPU_PORT"
 start_lines=$("$ENGINE" logs "$NAME" 2>&1 | grep -E "WORKERS=auto|threads: " || true)
-echo "$start_lines" | grep -q "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" \
-  && echo "$start_lines" | grep -q "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" \
+grep -q "WORKERS=auto: 1 worker(s) for 1 usable CPU(s)" <<< "$start_lines" \
+  && grep -q "threads: 1 usable CPU(s), intra_op_threads=1 inter_op_threads=1 preprocess_threads=1" <<< "$start_lines" \
   || { echo "$start_lines"; echo "--cpus 1 was not counted as one CPU"; exit 1; }
 memory=$(echo "$start_lines" | sed -n 's/.*CPU(s), \([0-9,]*\) MiB of memory available.*/\1/p' | tr -d ,)
 [ -n "$memory" ] && [ "$memory" -le 3072 ] || { echo "$start_lines"; echo "--memory 3g was not counted"; exit 1; }
@@ -133,7 +133,7 @@ PY
   [ "$status" = 401 ] || { echo "a prediction without the Secret's key answered $status, not 401"; exit 1; }
   answer=$(curl -sf -H "X-API-Key: $key" -F image=@tests/data/7.png "http://127.0.0.1:$KUBE_PORT/predict?model=custom2")
   python3 -c "import json, sys; body = json.loads(sys.argv[1]); assert body['class_index'] == 7, body" "$answer"
-  curl -sf "http://127.0.0.1:$KUBE_PORT/metrics" | grep -q '^http_requests_total' || { echo "/metrics is missing"; exit 1; }
+  grep -q '^http_requests_total' <<< "$(curl -sf "http://127.0.0.1:$KUBE_PORT/metrics")" || { echo "/metrics is missing"; exit 1; }
   # The Deployment's CPU limit reaches the app as a cgroup quota, which it counts its CPUs by.
   limit=$(.venv/bin/python -c "import yaml; (c,) = yaml.safe_load(open('deploy/k8s/deployment.yaml'))['spec']['template']['spec']['containers']; print(float(c['resources']['limits']['cpu']))")
   seen=$(podman exec "$pod_container" python -c "from app.config import CGROUP_ROOT, _cpu_quota; print(_cpu_quota(CGROUP_ROOT))")
